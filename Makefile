@@ -1,0 +1,36 @@
+# The two commands a new user types: `make demo` and `make test`. Each sets itself up.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export QLORA_HOME ?= $(CURDIR)/.qlora
+export DAGSTER_HOME ?= $(QLORA_HOME)/dagster_home
+
+.PHONY: setup demo test ui bench-cleaning clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: 2.13.0 is the CPU build on disk; any other request pulls multi-GB CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/qlora demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+ui: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench-cleaning: $(STAMP)
+	$(BIN)/python bench/cleaning.py
+
+clean:
+	rm -rf $(QLORA_HOME)

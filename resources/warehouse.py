@@ -1,0 +1,14 @@
+"""Dagster resource for the DuckDB warehouse (path defaults to $QLORA_HOME/warehouse.duckdb)."""
+import dagster as dg
+
+from qlora_assets.settings import paths
+from qlora_assets.warehouse import Warehouse
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB file holding raw rows, cleaned datasets, splits, eval reports, gate decisions, deployments."""
+
+    path: str = ""
+
+    def get(self) -> Warehouse:
+        return Warehouse(self.path or paths().warehouse)

@@ -11,6 +11,11 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
 
+
+@app.callback()
+def _root() -> None:
+    """qlora-platform: the QLoRA adapter cycle (data -> adapter -> eval -> gate -> serving)."""
+
 # Areas that contribute commands, in help order.
 AREAS = ["data", "modeling", "training", "serving", "evaluation", "deploy", "demo"]
 

@@ -7,6 +7,7 @@ import importlib
 
 import dagster as dg
 
+from resources.serving import EmbeddedServingResource
 from resources.warehouse import WarehouseResource
 
 AREAS = ["data", "modeling", "training", "evaluation", "deploy", "automation"]
@@ -27,5 +28,6 @@ def _area_defs() -> list[dg.Definitions]:
 
 defs = dg.Definitions.merge(
     *_area_defs(),
-    dg.Definitions(resources={"warehouse": WarehouseResource()}),
+    # Shared by several areas; the prod profile swaps serving for VllmServingResource.
+    dg.Definitions(resources={"warehouse": WarehouseResource(), "serving": EmbeddedServingResource()}),
 )

@@ -33,7 +33,8 @@ MetricValue = float | NotMeasured
 # KorQuAD convention and needs no morphological analyser (none ships offline
 # with its model in a pinned wheel here). Latin text stays word-level, as in
 # rouge_score's default tokenizer, which drops every non-ASCII character.
-_TOKEN = re.compile(r"[\uac00-\ud7a3]|[\u1100-\u11ff\u3130-\u318f]+|[^\W_]+", re.UNICODE)
+_HANGUL_JAMO = "\u1100-\u11ff\u3130-\u318f"
+_TOKEN = re.compile(rf"[\uac00-\ud7a3]|[{_HANGUL_JAMO}]+|[^\W_\uac00-\ud7a3{_HANGUL_JAMO}]+")
 _CJK_IDEOGRAPH = re.compile(r"[\u4e00-\u9fff]")
 
 

@@ -1,0 +1,275 @@
+"""GPU training speed: the seed QLoRA configuration against the fast profile, lever by lever.
+
+One process builds a Llama-3.1-8B-shaped NF4 model once and trains fresh LoRA adapters on it
+under each variant, on the same data from the same seed. Per variant: real (non-padding) tokens/s,
+peak GPU memory, step time, MFU and the per-step loss. Run on an H200:
+
+    python3 bench/train_gpu.py --out results/            # one GPU, every variant
+    accelerate launch --num_processes 2 bench/train_gpu.py --variants fast-full,fast-mix --out results/
+
+`--shape tiny --device cpu` runs the same code on a 2-layer model (the tests' smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.train_gpu_model import LLAMA31_8B, TARGET_MODULES, TINY, build_nf4_llama, flops_per_token, restore_bf16  # noqa: E402
+from bench.train_gpu_runs import STEP_TOKENS, adapter_format, label_count, make_examples, plan_batches, self_check  # noqa: E402
+from qlora_assets.training.fast.levers import SpeedConfig, prepare_model  # noqa: E402
+from qlora_assets.training.fast.loss import FusedLossCausalLM  # noqa: E402
+
+H200_BF16_PEAK = 989e12
+ROWS = 4  # the seed's per_device_train_batch_size
+WARMUP_STEPS = 2
+SEED_CHECKPOINT = {"use_reentrant": False}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    data: str  # "full" (4096-token rows) or "mix" (100..4096 tokens, mean ~600)
+    steps: int
+    seed_recipe: bool = False  # peft's prepare_model_for_kbit_training + HF loss, padded rows
+    speed: SpeedConfig = SpeedConfig()
+
+
+def variants(fast: SpeedConfig, steps: int, lever_steps: int) -> list[Variant]:
+    """The ladder adds one lever at a time; Liger patches stay once applied, so order matters."""
+    lean = SpeedConfig(fp32_upcast=False)
+    fused = replace(lean, fused_loss=True)
+    liger = replace(fused, liger_kernels=True)
+    packed = replace(liger, packing=True)
+    micro = replace(packed, max_tokens_per_batch=4096)
+    return [
+        Variant("seed-full", "full", steps, seed_recipe=True),
+        Variant("seed-mix", "mix", steps, seed_recipe=True),
+        Variant("lean-casts-full", "full", lever_steps, speed=lean),
+        Variant("fused-ce-full", "full", lever_steps, speed=fused),
+        Variant("liger-full", "full", lever_steps, speed=liger),
+        Variant("packed-mix", "mix", steps, speed=packed),
+        Variant("fast-full", "full", steps, speed=fast),
+        Variant("fast-mix", "mix", steps, speed=fast),
+        Variant("liger-mix", "mix", lever_steps, speed=liger),
+        Variant("packed-full", "full", lever_steps, speed=packed),
+        Variant("budget16k-mix", "mix", lever_steps, speed=replace(packed, max_tokens_per_batch=16384)),
+        Variant("budget32k-mix", "mix", lever_steps, speed=replace(packed, max_tokens_per_batch=32768)),
+        Variant("ckpt16-full", "full", lever_steps, speed=replace(packed, checkpoint_layers=16)),
+        Variant("micro4k-ckpt-full", "full", lever_steps, speed=micro),
+        Variant("micro4k-nockpt-full", "full", lever_steps, speed=replace(micro, checkpoint_layers=0)),
+        Variant("micro4k-ckpt8-full", "full", lever_steps, speed=replace(fast, checkpoint_layers=8)),
+        Variant("compile-full", "full", lever_steps, speed=replace(fast, compile=True)),
+    ]
+
+
+def train_variant(base, variant: Variant, examples, shape: dict, accelerator, args) -> dict:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    peft_model = None
+    try:
+        if variant.seed_recipe:
+            prepare_model_for_kbit_training(base, True, SEED_CHECKPOINT)
+        else:
+            prepare_model(base, variant.speed)
+        torch.manual_seed(1234)
+        lora = LoraConfig(r=64, lora_alpha=128, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM",
+                          target_modules=TARGET_MODULES)
+        peft_model = get_peft_model(base, lora)
+        return _train(peft_model, variant, examples, shape, accelerator, args)
+    finally:  # leave the shared 4-bit base as it was found, also after a failure
+        if peft_model is not None:
+            peft_model.unload()
+        base.gradient_checkpointing_disable()
+        restore_bf16(base)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _train(peft_model, variant: Variant, examples, shape: dict, accelerator, args) -> dict:
+    device = accelerator.device
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    lora_params = sum(p.numel() for p in trainable)
+    module = FusedLossCausalLM(peft_model) if variant.speed.fused_loss else peft_model
+    if accelerator.num_processes > 1:
+        # Every rank built the same frozen base from the same seed: broadcast only the adapters.
+        frozen = [name for name, p in module.named_parameters() if not p.requires_grad]
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, frozen)
+        module = accelerator.prepare_model(module, device_placement=False)
+    optimizer = _optimizer(trainable, device)
+    steps = plan_batches(examples, variant, ROWS, accelerator.process_index, accelerator.num_processes,
+                         step_tokens=STEP_TOKENS // (32 if args.shape == "tiny" else 1))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    losses, times, tokens, flops = [], [], [], []
+    for micro_batches in steps:
+        labelled = sum(label_count(batch) for batch, _ in micro_batches)
+        start = time.perf_counter()
+        step_loss, step_tokens, step_flops = 0.0, 0, 0.0
+        for index, (batch, lengths) in enumerate(micro_batches):
+            # Each micro-batch's mean loss weighted by its share of the step's labelled tokens:
+            # the accumulated gradient is exactly that of the whole step's mean loss.
+            weight = label_count(batch) / labelled
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            last = index == len(micro_batches) - 1
+            with module.no_sync() if accelerator.num_processes > 1 and not last else nullcontext():
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    out = module(**batch)
+                loss = out if torch.is_tensor(out) else out.loss
+                (loss * weight).backward()
+            step_loss = step_loss + loss.detach() * weight
+            step_tokens += sum(lengths)
+            step_flops += sum(n * flops_per_token(shape, n, lora_params) for n in lengths)
+        torch.nn.utils.clip_grad_norm_(trainable, 0.3)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        losses.append(_mean_over_ranks(step_loss, accelerator))
+        tokens.append(step_tokens)
+        flops.append(step_flops)
+    result = _summarise(variant, losses, times, tokens, flops, lora_params, accelerator, device)
+    result["micro_batches_per_step"] = sum(len(m) for m in steps) / len(steps)
+    if args.adapter_dir and variant.name == "fast-full" and accelerator.is_main_process:
+        target = Path(args.adapter_dir) / f"{variant.name}-{accelerator.num_processes}gpu"
+        peft_model.save_pretrained(str(target))
+        result["adapter_format"] = adapter_format(target)
+    return result
+
+
+def _optimizer(params, device):
+    if device.type == "cuda":
+        import bitsandbytes as bnb
+
+        return bnb.optim.PagedAdamW8bit(params, lr=2e-4, weight_decay=0.0)
+    return torch.optim.AdamW(params, lr=2e-4, weight_decay=0.0)  # 8-bit paged states need CUDA
+
+
+def _mean_over_ranks(value: torch.Tensor, accelerator) -> float:
+    if accelerator.num_processes > 1:
+        value = accelerator.reduce(value.float(), reduction="mean")
+    return float(value)
+
+
+def _summarise(variant, losses, times, tokens, flops, lora_params, accelerator, device) -> dict:
+    timed = slice(WARMUP_STEPS, None) if len(times) > WARMUP_STEPS else slice(None)
+    seconds = sum(times[timed])
+    world = accelerator.num_processes
+    # Every rank runs the same number of steps; tokens and FLOPs are summed over the ranks.
+    local = torch.tensor([sum(tokens[timed]), sum(flops[timed])], dtype=torch.float64, device=device)
+    total = accelerator.reduce(local, reduction="sum") if world > 1 else local
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    reserved = torch.cuda.max_memory_reserved(device) if device.type == "cuda" else 0
+    return {
+        "variant": variant.name,
+        "data": variant.data,
+        "gpus": world,
+        "speed": asdict(variant.speed) if not variant.seed_recipe else "seed",
+        "steps": len(times),
+        "timed_steps": len(times[timed]),
+        "step_time_s": seconds / max(len(times[timed]), 1),
+        "real_tokens_per_step": sum(tokens) / max(len(tokens), 1) * world,
+        "tokens_per_s": float(total[0]) / seconds,
+        "mfu": float(total[1]) / seconds / (H200_BF16_PEAK * world),
+        "peak_allocated_gib": peak / 2**30,
+        "peak_reserved_gib": reserved / 2**30,
+        "trainable_params": lora_params,
+        "losses": losses,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=["8b", "tiny"], default="8b")
+    parser.add_argument("--variants", default="all", help="comma-separated names, or 'all'")
+    parser.add_argument("--config", default="configs/qlora/llama3-8b-fast.yaml", help="profile with the speed: block")
+    parser.add_argument("--steps", type=int, default=20, help="steps of the seed/fast variants (loss curve)")
+    parser.add_argument("--lever-steps", type=int, default=4, help="steps of the single-lever variants")
+    parser.add_argument("--time-budget-s", type=float, default=1e9, help="skip variants once this is spent")
+    parser.add_argument("--adapter-dir", default=None, help="save the fast-full adapter here, report its format")
+    parser.add_argument("--out", required=True, help="folder for results JSON")
+    args = parser.parse_args(argv)
+
+    import yaml
+    from accelerate import Accelerator
+
+    started = time.perf_counter()
+    accelerator = Accelerator()
+    shape = LLAMA31_8B if args.shape == "8b" else TINY
+    with open(args.config, encoding="utf-8") as handle:
+        fast = SpeedConfig.from_mapping(yaml.safe_load(handle).get("speed"), source=f"{args.config}: speed")
+    chosen = variants(fast, args.steps, args.lever_steps)
+    if args.shape == "tiny":  # rows are 32x shorter, so are the token budgets
+        chosen = [replace(v, speed=replace(v.speed, max_tokens_per_batch=v.speed.max_tokens_per_batch // 32))
+                  if v.speed.max_tokens_per_batch else v for v in chosen]
+    if args.variants != "all":
+        wanted = args.variants.split(",")
+        unknown = set(wanted) - {v.name for v in chosen}
+        if unknown:
+            parser.error(f"unknown variants: {sorted(unknown)}")
+        chosen = [v for v in chosen if v.name in wanted]
+    if accelerator.device.type != "cuda":  # Liger's kernels are Triton/CUDA: the CPU smoke run goes without
+        chosen = [replace(v, speed=replace(v.speed, liger_kernels=False, compile=False)) for v in chosen]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"{args.shape}-{accelerator.num_processes}gpu"
+    report = {"machine": _machine(accelerator), "shape": args.shape, "argv": sys.argv, "results": []}
+    report["self_check"] = self_check(accelerator.device)
+    base = build_nf4_llama(shape, str(accelerator.device))
+    report["build_s"] = time.perf_counter() - started
+    examples = {kind: make_examples(kind, shape, args.shape == "tiny") for kind in ("full", "mix")}
+    report["mix_mean_tokens"] = sum(len(e["input_ids"]) for e in examples["mix"]) / len(examples["mix"])
+    for variant in chosen:
+        if time.perf_counter() - started > args.time_budget_s:
+            report["results"].append({"variant": variant.name, "skipped": "time budget spent"})
+            continue
+        try:
+            result = train_variant(base, variant, examples[variant.data], shape, accelerator, args)
+        except Exception as error:  # one failing lever must not lose the other measurements
+            if accelerator.num_processes > 1:
+                raise
+            result = {"variant": variant.name, "error": f"{type(error).__name__}: {error}"[:2000]}
+        report["results"].append(result)
+        if accelerator.is_main_process:
+            (out / f"train_gpu-{tag}.json").write_text(json.dumps(report, indent=1))
+            print(_row(result), flush=True)
+    return 0
+
+
+def _machine(accelerator) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    info = {"torch": torch.__version__, "processes": accelerator.num_processes}
+    for package in ("transformers", "peft", "bitsandbytes", "liger-kernel", "accelerate"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = None
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(accelerator.device)
+    return info
+
+
+def _row(r: dict) -> str:
+    if "tokens_per_s" not in r:
+        return f"{r['variant']:<16} {r.get('error') or r.get('skipped')}"
+    first, last = r["losses"][0], r["losses"][-1]
+    return (f"{r['variant']:<16} {r['gpus']}gpu {r['tokens_per_s']:>9.0f} tok/s  {r['step_time_s']:6.2f} s/step  "
+            f"MFU {100 * r['mfu']:5.1f}%  peak {r['peak_allocated_gib']:6.1f} GiB  loss {first:.4f}->{last:.4f}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Content fingerprints that decide when to retrain: of a domain's training data, and of configs.
+
+Only file *contents* count: a file rewritten with the same bytes, touched, or renamed
+keeps the fingerprint, so it never retrains; any changed byte changes it.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import xxhash
+
+_CHUNK = 1 << 20
+
+
+def file_digest(path: Path) -> str:
+    """128-bit xxh3 of a file's bytes, read in chunks so large data files stay out of memory."""
+    hasher = xxhash.xxh3_128()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    # Dotfiles are editor swap files and the like, not training data.
+    return [
+        p for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
+
+
+def combine(digests: Iterable[str]) -> str:
+    """One fingerprint for a set of file digests, independent of order and of names."""
+    hasher = xxhash.xxh3_128()
+    for digest in sorted(digests):
+        hasher.update(digest.encode())
+    return hasher.hexdigest()[:16]
+
+
+def domain_fingerprint(training_dir: Path, domain: str, eval_dir: Path | None = None) -> str:
+    """Fingerprint of everything that feeds one domain's adapter.
+
+    That is every file under ``training/<domain>/`` plus the domain's fixed eval set
+    (``eval/<domain>.*``), since the eval set decides the split and the contamination check.
+    """
+    files = _visible_files(training_dir / domain)
+    if eval_dir is not None and eval_dir.is_dir():
+        files += [p for p in eval_dir.glob(f"{domain}.*") if p.is_file()]
+    return combine(file_digest(p) for p in files)
+
+
+def data_fingerprints(training_dir: Path, eval_dir: Path | None = None) -> dict[str, str]:
+    """Fingerprint of every domain folder under ``training_dir`` (a domain is a folder)."""
+    if not training_dir.is_dir():
+        return {}
+    domains = sorted(
+        p.name for p in training_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+    return {domain: domain_fingerprint(training_dir, domain, eval_dir) for domain in domains}
+
+
+def config_files(config_dir: Path) -> list[Path]:
+    """The configs whose change should retrain every domain: the seed's CI trigger paths."""
+    files = sorted((config_dir / "qlora").glob("*.yaml"))
+    gate = config_dir / "quality_gate.yaml"
+    if gate.is_file():
+        files.append(gate)
+    return files
+
+
+def config_fingerprint(config_dir: Path) -> str:
+    """Fingerprint of the training profiles and the quality gate.
+
+    Here names do count: moving a setting from one profile to another is a change.
+    """
+    hasher = xxhash.xxh3_128()
+    for path in config_files(config_dir):
+        hasher.update(str(path.relative_to(config_dir)).encode() + b"\0" + file_digest(path).encode())
+    return hasher.hexdigest()[:16]

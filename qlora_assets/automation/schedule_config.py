@@ -1,0 +1,79 @@
+"""Typed view of ``configs/schedule.yaml``: the weekly cron and the sensors' intervals.
+
+Bad values fail at load with the file and the field named, not later in the daemon.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from qlora_assets.settings import paths
+
+Status = Literal["running", "stopped"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WeeklyCycle(_Strict):
+    cron: str = Field("0 3 * * 1", description="Cron for the full cycle (default Monday 03:00).")
+    timezone: str = Field("Asia/Seoul", description="IANA time zone the cron is read in.")
+    default_status: Status = "running"
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a 5-field cron (minute hour day month weekday)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. 'Asia/Seoul', 'UTC')") from None
+        return value
+
+
+class SensorSettings(_Strict):
+    interval_seconds: int = Field(60, ge=5, description="Seconds between sensor ticks.")
+    default_status: Status = "running"
+
+
+class Sensors(_Strict):
+    training_data: SensorSettings = SensorSettings()
+    config_change: SensorSettings = SensorSettings()
+
+
+class ScheduleConfig(_Strict):
+    weekly_cycle: WeeklyCycle = WeeklyCycle()
+    sensors: Sensors = Sensors()
+
+
+class ScheduleConfigError(ValueError):
+    pass
+
+
+def load_schedule_config(path: Path | None = None) -> ScheduleConfig:
+    """Read the schedule config (default ``$QLORA_CONFIG_DIR/schedule.yaml``); absent file = defaults."""
+    path = path or paths().config_dir / "schedule.yaml"
+    if not path.is_file():
+        return ScheduleConfig()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ScheduleConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return ScheduleConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ScheduleConfigError(f"{path}: {problems}") from None

@@ -1,0 +1,114 @@
+"""Retrain when what an adapter is made of changes: a domain's data, or the training configs.
+
+Both sensors key on content fingerprints (see fingerprints.py) and keep them in their cursor,
+so a restarted daemon does not retrain anything that did not change. Run keys carry the
+fingerprint too, so even a lost cursor cannot launch the same retrain twice.
+"""
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from qlora_assets.automation.fingerprints import config_fingerprint, data_fingerprints
+from qlora_assets.automation.jobs import BASE_MODEL, build_base_model, retrain_domain
+from qlora_assets.automation.schedule_config import load_schedule_config
+from qlora_assets.partitions import domain_partitions
+from qlora_assets.settings import paths
+
+_SETTINGS = load_schedule_config().sensors
+
+
+def _status(value: str) -> dg.DefaultSensorStatus:
+    return dg.DefaultSensorStatus.RUNNING if value == "running" else dg.DefaultSensorStatus.STOPPED
+
+
+def base_model_exists(instance: dg.DagsterInstance) -> bool:
+    return instance.get_latest_materialization_event(BASE_MODEL) is not None
+
+
+@dg.sensor(
+    name="training_data_sensor",
+    jobs=[retrain_domain, build_base_model],
+    minimum_interval_seconds=_SETTINGS.training_data.interval_seconds,
+    default_status=_status(_SETTINGS.training_data.default_status),
+    description="Retrains a domain when the content of data/training/<domain>/ (or its eval set) changes; "
+    "a new folder adds the domain.",
+)
+def training_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    where = paths()
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    current = data_fingerprints(where.training_dir, where.eval_dir)
+
+    known = set(context.instance.get_dynamic_partitions(domain_partitions.name))
+    new_domains = [domain for domain in current if domain not in known]
+    partition_requests = [domain_partitions.build_add_request(new_domains)] if new_domains else []
+
+    if current and not base_model_exists(context.instance):
+        # Every domain trains on the shared base: build it once, and keep the domains pending
+        # (cursor unchanged) so the tick after it exists requests them.
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(
+                job_name=build_base_model.name,
+                # A config fix is what usually follows a failed base build, so it may retry then.
+                run_key=f"base_model:{config_fingerprint(where.config_dir)}",
+                tags={"qlora/trigger": "training-data"},
+            )],
+            dynamic_partitions_requests=partition_requests,
+            cursor=json.dumps(seen, sort_keys=True),
+        )
+
+    changed = {domain: fp for domain, fp in current.items() if seen.get(domain) != fp}
+    for domain, fp in changed.items():
+        context.log.info(f"{domain}: data fingerprint {seen.get(domain, 'none')} -> {fp}")
+    run_requests = [
+        dg.RunRequest(
+            job_name=retrain_domain.name,
+            partition_key=domain,
+            run_key=f"{domain}:{fp}",
+            tags={"qlora/trigger": "training-data", "qlora/data_fingerprint": fp},
+        )
+        for domain, fp in changed.items()
+    ]
+    # A removed folder drops out of the cursor; its partition and history stay in Dagster.
+    cursor = json.dumps(current, sort_keys=True)
+    if not run_requests:
+        return dg.SensorResult(
+            skip_reason=f"no content change in {len(current)} domain(s)",
+            dynamic_partitions_requests=partition_requests,
+            cursor=cursor,
+        )
+    return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests, cursor=cursor)
+
+
+@dg.sensor(
+    name="config_change_sensor",
+    job=retrain_domain,
+    minimum_interval_seconds=_SETTINGS.config_change.interval_seconds,
+    default_status=_status(_SETTINGS.config_change.default_status),
+    description="Retrains every domain when configs/qlora/*.yaml or configs/quality_gate.yaml change "
+    "(the seed's CI trigger paths).",
+)
+def config_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    fingerprint = config_fingerprint(paths().config_dir)
+    if context.cursor is None:
+        # First tick: nothing was trained under an older config by this sensor, so record the
+        # baseline only; first trainings are the training-data sensor's job.
+        return dg.SensorResult(skip_reason=f"baseline config fingerprint {fingerprint}", cursor=fingerprint)
+    if context.cursor == fingerprint:
+        return dg.SensorResult(skip_reason="configs unchanged", cursor=fingerprint)
+    domains = sorted(context.instance.get_dynamic_partitions(domain_partitions.name))
+    if not domains or not base_model_exists(context.instance):
+        return dg.SensorResult(skip_reason="configs changed, but no domain has been trained yet", cursor=fingerprint)
+    context.log.info(f"configs fingerprint {context.cursor} -> {fingerprint}: retraining {domains}")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                partition_key=domain,
+                run_key=f"{domain}:config:{fingerprint}",
+                tags={"qlora/trigger": "config-change", "qlora/config_fingerprint": fingerprint},
+            )
+            for domain in domains
+        ],
+        cursor=fingerprint,
+    )

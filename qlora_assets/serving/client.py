@@ -1,0 +1,132 @@
+"""The one HTTP client for serving: eval, deploy, tests and the demo use it against the embedded
+server, the router, or vLLM itself (same routes, bodies and status codes).
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+
+class ServingError(Exception):
+    """A non-2xx answer (``status`` is the HTTP code, ``body`` the raw text) or a transport failure (status 0)."""
+
+    def __init__(self, status: int, body: str, what: str = ""):
+        self.status = status
+        self.body = body
+        super().__init__(f"{what} -> HTTP {status}: {body[:500]}" if what else f"HTTP {status}: {body[:500]}")
+
+    @property
+    def message(self) -> str:
+        """The ``error.message`` of an OpenAI-style body, else the raw body."""
+        try:
+            import json
+
+            error = json.loads(self.body).get("error")
+            return error.get("message", self.body) if isinstance(error, dict) else str(error or self.body)
+        except (ValueError, AttributeError):
+            return self.body
+
+
+@dataclass
+class Completion:
+    text: str
+    model: str            # the name that answered: through the router, the versioned adapter
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    finish_reason: str
+
+
+class ServingClient:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 120.0):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s,
+                                  limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "ServingClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kw) -> httpx.Response:
+        what = f"{method} {self.base_url}{path}"
+        try:
+            response = self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise ServingError(0, repr(exc), what) from exc
+        if response.status_code >= 400:
+            raise ServingError(response.status_code, response.text, what)
+        return response
+
+    def health(self) -> bool:
+        """GET /health is 200 (note: vLLM can say 200 while its engine hangs; readiness = a real answer)."""
+        try:
+            return self._http.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def models(self) -> list[dict]:
+        return self._request("GET", "/v1/models").json()["data"]
+
+    def wait_for_model(self, name: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                if any(card["id"] == name for card in self.models()):
+                    return
+            except ServingError as exc:
+                last = exc
+            time.sleep(0.2)
+        raise TimeoutError(f"{name!r} not listed by {self.base_url}/v1/models after {timeout_s}s (last error: {last})")
+
+    def load_adapter(self, name: str, path: str) -> None:
+        self._request("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)})
+
+    def unload_adapter(self, name: str) -> None:
+        self._request("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+
+    def chat(self, model: str, messages: list[dict], max_tokens: int = 64, temperature: float = 0.0,
+             stop: list[str] | None = None) -> Completion:
+        body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+        if stop:
+            body["stop"] = stop
+        started = time.perf_counter()
+        data = self._request("POST", "/v1/chat/completions", json=body).json()
+        latency = time.perf_counter() - started
+        choice, usage = data["choices"][0], data.get("usage") or {}
+        return Completion(text=choice["message"]["content"] or "", model=data.get("model", model),
+                          prompt_tokens=usage.get("prompt_tokens", 0),
+                          completion_tokens=usage.get("completion_tokens", 0),
+                          latency_s=latency, finish_reason=choice.get("finish_reason") or "")
+
+    def chat_many(self, model: str, conversations: list[list[dict]], concurrency: int = 16,
+                  **kw) -> list[Completion | ServingError]:
+        """Send all conversations ``concurrency`` at a time (the server batches them); order is kept."""
+
+        def one(messages):
+            try:
+                return self.chat(model, messages, **kw)
+            except ServingError as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(conversations) or 1))) as pool:
+            return list(pool.map(one, conversations))
+
+    def set_alias(self, public_name: str, weights: dict[str, float]) -> None:
+        self._request("PUT", f"/admin/aliases/{public_name}", json={"weights": weights})
+
+    def get_alias(self, public_name: str) -> dict[str, float]:
+        return self._request("GET", f"/admin/aliases/{public_name}").json()["weights"]
+
+    def metrics_text(self) -> str:
+        return self._request("GET", "/metrics").text

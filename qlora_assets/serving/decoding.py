@@ -1,0 +1,85 @@
+"""Per-row decoding state: pick the next token, detect the end, stream the new text.
+
+Stop strings are cut from the answer (as OpenAI and vLLM do), and text is held back
+while it could still be the start of a stop string or half of a UTF-8 character, so
+a streamed answer never shows what the final answer drops.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class RowDecoder:
+    def __init__(self, tokenizer, request, stop_token_ids: set[int]):
+        self.tokenizer = tokenizer
+        self.request = request
+        self.stop_token_ids = stop_token_ids
+        self.token_ids: list[int] = []
+        self.text = ""
+        self.sent = 0                     # characters of ``text`` already streamed
+        self.finished = False
+        self.finish_reason = "length"
+        self.completion_tokens = 0
+        self.generator = None
+        if request.temperature > 0 and request.seed is not None:
+            self.generator = torch.Generator().manual_seed(request.seed)
+
+    def choose(self, logits: torch.Tensor) -> int:
+        if self.finished:
+            return self.tokenizer.pad_token_id or 0
+        if self.request.temperature <= 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits / self.request.temperature, dim=-1)
+        if self.request.top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            keep = sorted_probs.cumsum(-1) - sorted_probs < self.request.top_p  # always keeps the top token
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def accept(self, token_id: int) -> None:
+        if self.finished:
+            return
+        self.completion_tokens += 1
+        if token_id in self.stop_token_ids:
+            self._finish("stop")
+            return
+        self.token_ids.append(token_id)
+        self.text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+        cut = _first_stop(self.text, self.request.stop)
+        if cut is not None:
+            self.text = self.text[:cut]
+            self._finish("stop")
+            return
+        if self.completion_tokens >= self.request.max_tokens:
+            self._finish("length")
+            return
+        self._stream(final=False)
+
+    def _finish(self, reason: str) -> None:
+        self.finished = True
+        self.finish_reason = reason
+        self._stream(final=True)
+
+    def _stream(self, final: bool) -> None:
+        if self.request.on_delta is None:
+            return
+        end = len(self.text) if final else self._safe_end()
+        if end > self.sent:
+            self.request.on_delta(self.text[self.sent:end])
+            self.sent = end
+
+    def _safe_end(self) -> int:
+        end = len(self.text)
+        if self.text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its other bytes
+            end -= 1
+        for stop in self.request.stop:
+            for k in range(min(len(stop) - 1, end), 0, -1):
+                if self.text[:end].endswith(stop[:k]):
+                    end = min(end, len(self.text[:end]) - k)
+                    break
+        return max(end, self.sent)
+
+
+def _first_stop(text: str, stops: list[str]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None

@@ -1,0 +1,97 @@
+"""The router's Prometheus metrics, with the seed's names and labels.
+
+vLLM labels no metric by adapter, so per-adapter latency and errors are measured here.
+Labels: ``model`` is the base model; ``adapter`` is the versioned name that answered
+(``legal-ko@v2``, or the base name), so a canary's two versions are told apart;
+``llm_adapter_version_info`` has ``adapter`` = the public name (``legal-ko``).
+Each router gets its own registry, so several routers can live in one process (tests).
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def status_label(http_status: int | None) -> str:
+    if http_status is None:
+        return "timeout"
+    if http_status < 400:
+        return "success"
+    return "client_error" if http_status < 500 else "server_error"
+
+
+def split_versioned(name: str) -> tuple[str, str]:
+    public, _, version = name.partition("@")
+    return public, version
+
+
+def train_date_of(adapter_path: str) -> str:
+    """From the adapter's manifest.json (training writes it); else the folder's modification date."""
+    folder = Path(adapter_path)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        date = manifest.get("train_date") or manifest.get("created_at") or ""
+        if date:
+            return str(date)[:10]
+    except (OSError, json.JSONDecodeError, AttributeError):
+        pass
+    try:
+        return datetime.fromtimestamp(folder.stat().st_mtime, timezone.utc).date().isoformat()
+    except OSError:
+        return "unknown"
+
+
+class RouterMetrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.duration = Histogram(
+            "llm_inference_duration_seconds", "LLM inference latency seen by the router",
+            ["model", "adapter", "request_type"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.requests = Counter(
+            "llm_request_total", "Requests per adapter version and outcome", ["adapter", "status"],
+            registry=self.registry)
+        self.tokens = Counter(
+            "llm_generated_tokens_total", "Completion tokens per adapter version (for tokens/s)", ["adapter"],
+            registry=self.registry)
+        self.version_info = Gauge(
+            "llm_adapter_version_info", "Adapter versions loaded on the backend (1 = loaded)",
+            ["adapter", "version", "train_date"], registry=self.registry)
+        self._versions: dict[str, tuple[str, str, str]] = {}  # versioned name -> its label values
+
+    def observe(self, base_model: str, adapter: str, request_type: str, seconds: float,
+                http_status: int | None, completion_tokens: int = 0) -> None:
+        self.duration.labels(base_model, adapter, request_type).observe(seconds)
+        self.requests.labels(adapter, status_label(http_status)).inc()
+        if completion_tokens:
+            self.tokens.labels(adapter).inc(completion_tokens)
+
+    def version_loaded(self, versioned_name: str, adapter_path: str) -> None:
+        public, version = split_versioned(versioned_name)
+        labels = (public, version or "unversioned", train_date_of(adapter_path))
+        old = self._versions.get(versioned_name)
+        if old and old != labels:
+            self.version_info.remove(*old)
+        self._versions[versioned_name] = labels
+        self.version_info.labels(*labels).set(1)
+
+    def version_unloaded(self, versioned_name: str) -> None:
+        labels = self._versions.pop(versioned_name, None)
+        if labels:
+            self.version_info.remove(*labels)
+
+    def sync_versions(self, cards: list[dict]) -> None:
+        """Match the gauge to the backend's adapter cards (after a router restart, or loads made directly)."""
+        adapters = {c["id"]: c.get("root") or "" for c in cards if c.get("parent")}
+        for name in set(self._versions) - set(adapters):
+            self.version_unloaded(name)
+        for name, root in adapters.items():
+            if name not in self._versions:
+                self.version_loaded(name, root)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

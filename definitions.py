@@ -7,6 +7,7 @@ import importlib
 
 import dagster as dg
 
+from qlora_assets.automation.conditions import apply_automation_conditions
 from resources.serving import EmbeddedServingResource
 from resources.warehouse import WarehouseResource
 
@@ -26,8 +27,12 @@ def _area_defs() -> list[dg.Definitions]:
     return found
 
 
-defs = dg.Definitions.merge(
-    *_area_defs(),
-    # Shared by several areas; the prod profile swaps serving for VllmServingResource.
-    dg.Definitions(resources={"warehouse": WarehouseResource(), "serving": EmbeddedServingResource()}),
+# Eval, gate and deploy follow a new adapter on their own (declarative automation);
+# the weekly schedule and the sensors in qlora_assets/automation are the backstop.
+defs = apply_automation_conditions(
+    dg.Definitions.merge(
+        *_area_defs(),
+        # Shared by several areas; the prod profile swaps serving for VllmServingResource.
+        dg.Definitions(resources={"warehouse": WarehouseResource(), "serving": EmbeddedServingResource()}),
+    )
 )

@@ -7,7 +7,7 @@ The two must keep exactly the same rows (the bench has no rows that differ only 
 where the platform rightly removes more). Then the platform's full cleaning (+ language ID,
 token counts with a byte-level BPE tokenizer, chat-template rendering) on a subset.
 
-    .venv/bin/python bench/cleaning.py [--rows 1000000] [--full-rows 200000] [--workers 2]
+    .venv/bin/python bench/cleaning.py [--rows 1000000] [--full-rows 200000]
 """
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,27 +30,32 @@ import pandas as pd  # noqa: E402
 
 from qlora_assets.data.config import load_data_config  # noqa: E402
 from qlora_assets.data.formats import normalise  # noqa: E402
-from qlora_assets.data.prepare import OK, duplicate_of, prepare_rows  # noqa: E402
+from qlora_assets.data.prepare import OK, Turns, duplicate_of, prepare_turns  # noqa: E402
+from qlora_assets.data.columnar import seed_records_to_turns  # noqa: E402
 from seed_cleaning import run_seed_pipeline  # noqa: E402
 
 
 class PeakMemory:
-    """Samples PSS of this process and its children (fork workers share pages; PSS splits them fairly)."""
+    """Samples RSS (cheap /proc/<pid>/status reads) of this process and of its worker children.
 
-    def __init__(self, interval: float = 0.05):
+    Workers are forked, so their RSS counts pages still shared with the parent: the sum is
+    an upper bound on the memory really in use."""
+
+    def __init__(self, interval: float = 0.1):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
 
     @staticmethod
-    def _pss(pid: int) -> int:
+    def _rss(pid: int) -> int:
         try:
-            for line in open(f"/proc/{pid}/smaps_rollup"):
-                if line.startswith("Pss:"):
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         except OSError:
             pass
         return 0
 
-    def _children(self, pid: int) -> list[int]:
+    @staticmethod
+    def _children(pid: int) -> list[int]:
         found = []
         for tid in os.listdir(f"/proc/{pid}/task"):
             try:
@@ -60,11 +67,11 @@ class PeakMemory:
     def _run(self) -> None:
         while not self._stop.is_set():
             me = os.getpid()
-            self.peak = max(self.peak, self._pss(me) + sum(self._pss(c) for c in self._children(me)))
+            self.peak = max(self.peak, self._rss(me) + sum(self._rss(c) for c in self._children(me)))
             time.sleep(self.interval)
 
     def __enter__(self):
-        self.base = self._pss(os.getpid())
+        self.base = self._rss(os.getpid())
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -82,7 +89,7 @@ def generate(n: int, seed: int = 7) -> list[dict]:
     unique = int(n * 0.96)
     rows = []
     for i in range(unique):
-        ins, out = " ".join(rng.choices(sentences, k=4)), " ".join(rng.choices(sentences, k=4))
+        ins, out = " ".join(rng.choices(sentences, k=4)), " ".join(rng.choices(sentences, k=5))
         roll = rng.random()
         if roll < 0.02:  # PII, unique per row
             ins += rng.choice([f" 연락처 010-{i % 10000:04d}-{rng.randrange(10000):04d}", f" 메일 user{i}@example.com",
@@ -98,13 +105,31 @@ def generate(n: int, seed: int = 7) -> list[dict]:
     return rows
 
 
-def platform_three_steps(raw: list[dict], workers: int) -> list[int]:
+def platform_three_steps(raw: list[dict]) -> list[int]:
     rules = load_data_config().rules("legal-ko")
-    conversations = [normalise(s)[1] for s in raw]
-    prepared = prepare_rows(conversations, rules.min_chars, workers=workers)
+    prepared = prepare_turns(seed_records_to_turns(raw), rules.min_chars)
     valid = prepared.status == OK
     keep = valid & (duplicate_of(prepared.digests, valid) < 0)
     return [raw[i]["row"] for i in np.flatnonzero(keep)]
+
+
+def platform_from_jsonl(path: Path) -> list[int]:
+    """The same three steps, starting from the file: pyarrow parses JSONL straight into Arrow."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    table = pj.read_json(path)
+    rules = load_data_config().rules("legal-ko")
+    n = table.num_rows
+    both = pa.concat_arrays([table[c].combine_chunks().cast(pa.large_string()) for c in ("instruction", "output")])
+    order = np.empty(2 * n, dtype=np.int64)
+    order[0::2], order[1::2] = np.arange(n), np.arange(n, 2 * n)
+    turns = Turns(np.arange(0, 2 * n + 1, 2, dtype=np.int64),
+                  pa.array(["user", "assistant"], pa.large_string()).take(np.tile([0, 1], n)), both.take(order))
+    prepared = prepare_turns(turns, rules.min_chars)
+    valid = prepared.status == OK
+    keep = valid & (duplicate_of(prepared.digests, valid) < 0)
+    return table["row"].to_numpy()[keep].tolist()
 
 
 def bench_tokenizer(texts: list[str]):
@@ -127,7 +152,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--full-rows", type=int, default=200_000)
-    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     t0 = time.perf_counter()
     raw = generate(args.rows)
@@ -141,10 +165,24 @@ def main() -> None:
     print(f"seed: {seed_s:.1f}s", flush=True)
     with PeakMemory() as plat_mem:
         t = time.perf_counter()
-        plat_kept = platform_three_steps(raw, args.workers)
+        plat_kept = platform_three_steps(raw)
         plat_s = time.perf_counter() - t
     print(f"platform: {plat_s:.1f}s", flush=True)
     same = sorted(seed_kept) == sorted(plat_kept)
+
+    # From disk: the seed's code begins with json.load of a JSON array; the platform reads JSONL.
+    folder = Path(tempfile.mkdtemp(prefix="bench_cleaning_"))
+    (folder / "raw.json").write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
+    (folder / "raw.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in raw) + "\n", encoding="utf-8")
+    t = time.perf_counter()
+    seed_file_kept = [s["row"] for s in run_seed_pipeline(json.load(open(folder / "raw.json", encoding="utf-8")))]
+    seed_file_s = time.perf_counter() - t
+    t = time.perf_counter()
+    plat_file_kept = platform_from_jsonl(folder / "raw.jsonl")
+    plat_file_s = time.perf_counter() - t
+    shutil.rmtree(folder)
+    same_file = sorted(seed_file_kept) == sorted(plat_file_kept) == sorted(seed_kept)
+    print(f"from file: seed {seed_file_s:.1f}s, platform {plat_file_s:.1f}s", flush=True)
 
     from qlora_assets.data.cleaning import clean_rows
 
@@ -157,21 +195,23 @@ def main() -> None:
     config = load_data_config()
     with PeakMemory() as full_mem:
         t = time.perf_counter()
-        result = clean_rows(frame, config.rules("legal-ko"), config.detector_languages(), tokenizer, workers=args.workers)
+        result = clean_rows(frame, config.rules("legal-ko"), config.detector_languages(), tokenizer)
         full_s = time.perf_counter() - t
     report = {
-        "rows": len(raw), "text_gb": round(text_bytes / 1e9, 2), "workers": args.workers,
+        "rows": len(raw), "text_gb": round(text_bytes / 1e9, 2), 
         "seed_s": round(seed_s, 1), "seed_rows_per_s": round(len(raw) / seed_s),
-        "seed_peak_pss_gb": round(seed_mem.peak / 1e9, 2), "seed_extra_gb": round((seed_mem.peak - seed_mem.base) / 1e9, 2),
+        "seed_peak_rss_gb": round(seed_mem.peak / 1e9, 2), "seed_extra_gb": round((seed_mem.peak - seed_mem.base) / 1e9, 2),
         "platform_s": round(plat_s, 1), "platform_rows_per_s": round(len(raw) / plat_s),
-        "platform_peak_pss_gb": round(plat_mem.peak / 1e9, 2), "platform_extra_gb": round((plat_mem.peak - plat_mem.base) / 1e9, 2),
+        "platform_peak_rss_gb": round(plat_mem.peak / 1e9, 2), "platform_extra_gb": round((plat_mem.peak - plat_mem.base) / 1e9, 2),
         "speedup": round(seed_s / plat_s, 1), "same_rows_kept": same, "rows_kept": len(plat_kept),
+        "from_file_seed_s": round(seed_file_s, 1), "from_file_platform_s": round(plat_file_s, 1),
+        "from_file_speedup": round(seed_file_s / plat_file_s, 1), "from_file_same_rows": same_file,
         "full_rows": len(subset), "full_s": round(full_s, 1), "full_rows_per_s": round(len(subset) / full_s),
-        "full_peak_pss_gb": round(full_mem.peak / 1e9, 2), "full_accounting_balanced": result.accounting()["balanced"],
+        "full_peak_rss_gb": round(full_mem.peak / 1e9, 2), "full_accounting_balanced": result.accounting()["balanced"],
         "cpus": os.cpu_count(),
     }
     print(json.dumps(report, indent=1))
-    if not same:
+    if not (same and same_file):
         sys.exit("the seed and the platform kept different rows")
 
 

@@ -26,7 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.train_gpu_model import LLAMA31_8B, TARGET_MODULES, TINY, build_nf4_llama, flops_per_token, restore_bf16  # noqa: E402
-from bench.train_gpu_runs import STEP_TOKENS, adapter_format, label_count, make_examples, plan_batches, self_check  # noqa: E402
+from bench.train_gpu_runs import (  # noqa: E402
+    STEP_TOKENS, adapter_format, label_count, machine_info, make_examples, plan_batches, self_check, summary_row,
+)
 from qlora_assets.training.fast.levers import SpeedConfig, prepare_model  # noqa: E402
 from qlora_assets.training.fast.loss import FusedLossCausalLM  # noqa: E402
 
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{args.shape}-{accelerator.num_processes}gpu"
-    report = {"machine": _machine(accelerator), "shape": args.shape, "argv": sys.argv, "results": []}
+    report = {"machine": machine_info(accelerator), "shape": args.shape, "argv": sys.argv, "results": []}
     report["self_check"] = self_check(accelerator.device)
     base = build_nf4_llama(shape, str(accelerator.device))
     report["build_s"] = time.perf_counter() - started
@@ -245,30 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         report["results"].append(result)
         if accelerator.is_main_process:
             (out / f"train_gpu-{tag}.json").write_text(json.dumps(report, indent=1))
-            print(_row(result), flush=True)
+            print(summary_row(result), flush=True)
     return 0
-
-
-def _machine(accelerator) -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    info = {"torch": torch.__version__, "processes": accelerator.num_processes}
-    for package in ("transformers", "peft", "bitsandbytes", "liger-kernel", "accelerate"):
-        try:
-            info[package] = version(package)
-        except PackageNotFoundError:
-            info[package] = None
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(accelerator.device)
-    return info
-
-
-def _row(r: dict) -> str:
-    if "tokens_per_s" not in r:
-        return f"{r['variant']:<16} {r.get('error') or r.get('skipped')}"
-    first, last = r["losses"][0], r["losses"][-1]
-    return (f"{r['variant']:<16} {r['gpus']}gpu {r['tokens_per_s']:>9.0f} tok/s  {r['step_time_s']:6.2f} s/step  "
-            f"MFU {100 * r['mfu']:5.1f}%  peak {r['peak_allocated_gib']:6.1f} GiB  loss {first:.4f}->{last:.4f}")
 
 
 if __name__ == "__main__":

@@ -158,3 +158,25 @@ def self_check(device: torch.device) -> dict:
     except Exception as error:
         report["fused_ce_error"] = f"{type(error).__name__}: {error}"[:500]
     return report
+
+
+def machine_info(accelerator) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    info = {"torch": torch.__version__, "processes": accelerator.num_processes}
+    for package in ("transformers", "peft", "bitsandbytes", "liger-kernel", "accelerate"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = None
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(accelerator.device)
+    return info
+
+
+def summary_row(r: dict) -> str:
+    if "tokens_per_s" not in r:
+        return f"{r['variant']:<16} {r.get('error') or r.get('skipped')}"
+    first, last = r["losses"][0], r["losses"][-1]
+    return (f"{r['variant']:<16} {r['gpus']}gpu {r['tokens_per_s']:>9.0f} tok/s  {r['step_time_s']:6.2f} s/step  "
+            f"MFU {100 * r['mfu']:5.1f}%  peak {r['peak_allocated_gib']:6.1f} GiB  loss {first:.4f}->{last:.4f}")

@@ -168,11 +168,12 @@ class GpuSlotAllocator:
 class GpuResource(dg.ConfigurableResource):
     """GPU slots for training and eval steps: each run leases its own devices (CUDA_VISIBLE_DEVICES)."""
 
-    devices: str = Field(default="auto", description="Comma list of device ids on this host; 'auto' = $QLORA_GPU_DEVICES, else nvidia-smi, else one simulated slot.")
-    gpus_per_run: int = Field(default=1, ge=1, description="Devices one training/eval step gets.")
+    devices: str = Field(default="auto", description="Comma list of device ids on this host; 'auto' = "
+                         "$QLORA_GPU_DEVICES, else nvidia-smi, else one simulated slot.")
+    gpus_per_run: int = Field(default=1, ge=1, description="Devices one GPU step leases unless it asks for a count.")
     runs_per_gpu: int = Field(default=1, ge=1, description="Steps allowed to share one device; 1 = exclusive.")
-    lock_dir: str = Field(default="", description="Slot lock files and lease ledger; default $QLORA_HOME/gpu_slots.")
-    acquire_timeout_s: float = Field(default=6 * 3600, gt=0, description="Give up waiting for free devices after this long.")
+    lock_dir: str = Field(default="", description="Slot locks and lease ledger; default $QLORA_HOME/gpu_slots.")
+    acquire_timeout_s: float = Field(default=6 * 3600, gt=0, description="Fail after waiting this long for devices.")
 
     @classmethod
     def from_prod_config(cls, config_path: str | Path | None = None) -> "GpuResource":

@@ -140,7 +140,9 @@ def open_asset_graph(url: str, screenshot: Path, names: list[str], user_data_dir
     """Open the global asset lineage in headless Chromium; return the page's text, save a PNG."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
@@ -159,10 +161,32 @@ def open_asset_graph(url: str, screenshot: Path, names: list[str], user_data_dir
             for button in visible_with_text("Skip"):
                 button.click()
 
+        expand_tries = []
+
+        def expand_all_groups() -> None:
+            # Assets in several groups start collapsed to one node per group; the lineage view's
+            # "Expand all groups" is bound to Alt+E. Pressed again only if still not expanded.
+            if len(expand_tries) < 3 and time.monotonic() - (expand_tries[-1] if expand_tries else 0) > 5:
+                ActionChains(driver).key_down(Keys.ALT).send_keys("e").key_up(Keys.ALT).perform()
+                expand_tries.append(time.monotonic())
+
+        def canvas_left_edge() -> float:
+            # The asset list (with its "Jump to" box) is on the left; the graph canvas is right of it.
+            jump = driver.find_elements(By.XPATH, "//input[starts-with(@placeholder, 'Jump to')]")
+            return jump[0].rect["x"] + jump[0].rect["width"] if jump else 0.0
+
+        def drawn_on_canvas(name: str) -> bool:
+            edge = canvas_left_edge()
+            return any(element.rect["x"] > edge for element in visible_with_text(name))
+
         def graph_drawn() -> bool:
             dismiss_welcome_dialog()
-            # Each name is listed once in the side list and drawn once more as a node of the graph.
-            return all(len(visible_with_text(name)) >= 2 for name in names) and not visible_with_text("Skip")
+            if visible_with_text("Skip"):
+                return False
+            if all(drawn_on_canvas(name) for name in names):
+                return True
+            expand_all_groups()
+            return False
 
         try:
             wait_for(graph_drawn, 90, f"asset nodes {names} drawn on the lineage page", every_s=1)

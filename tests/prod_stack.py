@@ -43,7 +43,10 @@ def wait_for(what: str, check: Callable[[], object], timeout_s: float, on_timeou
 
 
 class ProdStack:
-    """Start with ``start()``; ``env`` is what every Dagster process (and the test) must see."""
+    """``start()`` brings up Postgres, code server and webserver; ``start_daemon()`` sets things moving.
+
+    ``env`` is what every Dagster process (and the test) must see.
+    """
 
     def __init__(self, root: Path, *, max_concurrent_runs: int, sensor_interval_s: int = 5,
                  code_file: Path = REPO / "definitions.py"):
@@ -132,7 +135,6 @@ class ProdStack:
                    "-h", "127.0.0.1", "-p", str(self.web_port))
         wait_for("the code location to load in the webserver", self.location_loaded, 240,
                  lambda: f"{self.last_location_error}\n{self.log_tail()}")
-        self.start_daemon()
 
     def start_daemon(self) -> None:
         self.spawn("daemon", str(BIN / "dagster-daemon"), "run", "-w", str(PROD / "workspace.yaml"))

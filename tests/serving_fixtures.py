@@ -82,7 +82,7 @@ def build_tiny_llama(out_dir: Path, seed: int = 0, max_positions: int = 256) -> 
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
-                p.normal_(0.0, 0.5 / p.shape[1] ** 0.5 * 4)
+                p.normal_(0.0, 2.0 / p.shape[1] ** 0.5)
     model.save_pretrained(out_dir)
     return out_dir
 

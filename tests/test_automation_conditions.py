@@ -46,3 +46,14 @@ def test_deploy_follows_the_gate_only_when_its_blocking_check_passed(gate_passes
         )
         after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         assert ("deployed_adapter" in requested(after)) is gate_passes
+
+
+def test_conditions_apply_to_the_real_graph():
+    from definitions import defs
+
+    with_conditions = apply_automation_conditions(defs)
+    dg.Definitions.validate_loadable(with_conditions)
+    graph = with_conditions.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).automation_condition} == set(
+        FOLLOWS_UPSTREAM
+    )

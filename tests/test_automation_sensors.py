@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 
 import dagster as dg
 import pytest
@@ -47,7 +49,7 @@ def requested(result) -> dict[str, str]:
 def test_first_tick_builds_the_base_model_and_keeps_domains_pending(instance, data_dir):
     result = tick(training_data_sensor, instance)
     assert [r.job_name for r in result.run_requests] == ["build_base_model"]
-    assert json.loads(result.cursor) == {}
+    assert result.cursor is None
     added = result.dynamic_partitions_requests[0]
     assert added.partitions_def_name == "domain" and list(added.partition_keys) == ["legal-ko"]
 
@@ -85,6 +87,20 @@ def test_changed_content_retrains_but_same_content_rewritten_does_not(instance, 
     assert requested(changed)["legal-ko"] != f"legal-ko:{json.loads(cursor)['legal-ko']}"
 
 
+def test_data_reverted_to_earlier_content_retrains_with_a_new_run_key(instance, data_dir):
+    with_base_model(instance)
+    source = data_dir / "training" / "legal-ko" / "part1.jsonl"
+    original = source.read_text()
+    first = tick(training_data_sensor, instance)
+    source.write_text(original + '{"instruction": "e", "output": "f"}\n')
+    edited = tick(training_data_sensor, instance, first.cursor)
+    source.write_text(original)
+    reverted = tick(training_data_sensor, instance, edited.cursor)
+    keys = [requested(result)["legal-ko"] for result in (first, edited, reverted)]
+    assert len(set(keys)) == 3, keys
+    assert reverted.cursor == first.cursor
+
+
 def test_eval_set_change_counts_for_its_domain_only(instance, data_dir):
     with_base_model(instance)
     (data_dir / "training" / "cs-support").mkdir()
@@ -105,6 +121,22 @@ def test_new_folder_adds_a_partition_and_trains_only_that_domain(instance, data_
     assert list(requested(result)) == ["medical-ko"]
     [added] = result.dynamic_partitions_requests
     assert list(added.partition_keys) == ["medical-ko"]
+
+
+def test_first_tick_takes_domains_ingested_after_their_last_change_as_baseline(instance, data_dir):
+    with_base_model(instance)
+    (data_dir / "training" / "cs-support").mkdir()
+    (data_dir / "training" / "cs-support" / "a.jsonl").write_text('{"instruction": "x", "output": "y"}\n')
+    instance.add_dynamic_partitions("domain", ["legal-ko", "cs-support"])
+    # `make demo` ingested both domains; then cs-support's data changed before the sensor was switched on.
+    for domain in ("legal-ko", "cs-support"):
+        instance.report_runless_asset_event(dg.AssetMaterialization("raw_instructions", partition=domain))
+    later = time.time() + 5
+    os.utime(data_dir / "training" / "cs-support" / "a.jsonl", (later, later))
+
+    first = tick(training_data_sensor, instance)
+    assert list(requested(first)) == ["cs-support"]
+    assert set(json.loads(first.cursor)) == {"legal-ko", "cs-support"}
 
 
 def test_restart_with_saved_cursor_triggers_nothing(instance, data_dir):

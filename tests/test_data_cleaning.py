@@ -117,3 +117,21 @@ def test_render_fast_path_matches_the_jinja_template():
     assert tok.apply_chat_template(messages, tokenize=False) == render_llama3(messages) == render(messages, tok)
     tok.chat_template = "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
     assert render(messages, tok) == "[system]sys[user] 질문 [assistant]답"
+
+
+def test_column_wise_ids_match_the_single_conversation_ids():
+    from qlora_assets.data.prepare import prepare_rows, prompt_ids
+    from qlora_assets.data.textkeys import conversation_id, prompt_id
+
+    conversations = [
+        [{"role": "user", "content": "Hello  World\n메일 kim@example.com"}, {"role": "assistant", "content": "Ｈｉ"}],
+        [{"role": "system", "content": "sys"}, {"role": "user", "content": "질문"}, {"role": "assistant", "content": "답"}],
+    ]
+    prepared = prepare_rows(conversations, {"instruction": 1, "output": 1})
+    masked = prepared.turns.messages()
+    assert masked[0][0]["content"] == "Hello  World\n메일 [EMAIL]"
+    assert [prepared.digests_hex(i) for i in range(2)] == [conversation_id(m) for m in masked]
+    assert prompt_ids(prepared) == [prompt_id(m) for m in masked]
+    # Normalisation: spacing, width and ASCII case do not make a new row.
+    assert conversation_id([{"role": "user", "content": " hello world "}, {"role": "assistant", "content": "hi"}]) == \
+        conversation_id([{"role": "user", "content": "Hello\tWORLD"}, {"role": "assistant", "content": "ｈｉ"}])

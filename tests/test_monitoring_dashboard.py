@@ -20,7 +20,6 @@ from qlora_assets.automation.gpu_exporter import start_gpu_exporter
 from qlora_assets.serving.client import ServingClient, ServingError
 from qlora_assets.serving.config import EmbeddedConfig
 from qlora_assets.serving.embedded import start_embedded
-from tests.serving_fixtures import serving_adapters, serving_base  # noqa: F401  (fixtures)
 from tests.system_deps import require_binaries
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "grafana" / "qlora.json"
@@ -50,7 +49,7 @@ def panel_queries() -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def router(serving_base, serving_adapters, tmp_path_factory):  # noqa: F811
+def router(serving_base, serving_adapters, tmp_path_factory):
     handle = start_embedded(serving_base, state_dir=tmp_path_factory.mktemp("router_state"),
                             config=EmbeddedConfig(quantization="none", default_max_tokens=8))
     client = ServingClient(handle.url, handle.api_key)

@@ -68,16 +68,22 @@ def test_shipped_profiles_load():
     assert isinstance(load_config(None, "vllm"), VllmConfig)
 
 
-def test_embedded_resource_starts_one_detached_server_and_reuses_it(serving_base, serving_adapters, qlora_home):
+def test_embedded_resource_starts_one_detached_server_and_reuses_it(serving_base, serving_adapters, tmp_path,
+                                                                      monkeypatch):
+    import shutil
+
     from resources.serving import EmbeddedServingResource
 
+    home = tmp_path / "home"  # its own QLORA_HOME: other tests' servers are left alone
+    monkeypatch.setenv("QLORA_HOME", str(home))
+    adapter = shutil.copytree(serving_adapters["legal-ko"], home / "artifacts" / "adapters" / "legal-ko" / "v1")
     resource = EmbeddedServingResource(base_model_path=str(serving_base))
     try:
         first = resource.client()
-        state_file = qlora_home / "serving" / "server.json"
+        state_file = home / "serving" / "server.json"
         pid = json.loads(state_file.read_text())["pid"]
         assert oct(state_file.stat().st_mode & 0o777) == "0o600"  # it holds the admin key
-        first.load_adapter("legal-ko@daemon", str(serving_adapters["legal-ko"]))
+        first.load_adapter("legal-ko@daemon", str(adapter))
         second = resource.client()  # same QLORA_HOME: the running server is reused
         assert json.loads(state_file.read_text())["pid"] == pid
         assert second.chat("legal-ko@daemon", [{"role": "user", "content": "hi"}], max_tokens=3).model \
@@ -109,3 +115,14 @@ def test_base_is_nf4_when_configured_and_plain_otherwise(embedded, serving_base)
     plain = ModelStore(serving_base, quantization="none", compute_dtype="float32")
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in plain.base.modules())
     assert {p.dtype for p in plain.base.parameters()} == {torch.float32}
+
+
+def test_default_base_is_the_base_model_assets_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("QLORA_HOME", str(tmp_path / "home"))  # never touch the session's real base
+    tiny = tmp_path / "home" / "base_models" / "tiny"
+    tiny.mkdir(parents=True)
+    elsewhere = tmp_path / "checkpoint"
+    (tiny / "fingerprint.json").write_text(json.dumps({"model_path": str(elsewhere)}))
+    assert EmbeddedConfig().base_model_path() == elsewhere  # a checkpoint recorded elsewhere is followed
+    (tiny / "config.json").write_text("{}")
+    assert EmbeddedConfig().base_model_path() == tiny

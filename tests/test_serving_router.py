@@ -1,6 +1,7 @@
 """The router: admin auth, adapter paths under the root, persisted aliases, canary split, metrics."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import httpx
@@ -175,3 +176,15 @@ def test_errors_of_a_version_chosen_by_an_alias_keep_its_label(admin, embedded, 
                 for s in _samples(admin.metrics_text())["llm_request_total"]}
     assert requests[("medical-ko@evicted", "client_error")] == 1
     httpx.delete(f"{embedded.url}/admin/aliases/medical-ko", headers={"Authorization": f"Bearer {embedded.api_key}"})
+
+
+def test_streaming_through_an_alias_relays_the_versions_events(admin, embedded, two_versions):
+    admin.set_alias("cs-support", {"@r1": 1.0})
+    body = {"model": "cs-support", "messages": HI, "max_tokens": 6, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{embedded.url}/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert events[-1] == "[DONE]" and {c["model"] for c in chunks} == {two_versions[0]}
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text == admin.chat(two_versions[0], HI, max_tokens=6).text

@@ -119,3 +119,36 @@ def test_fast_profile_speed_block_is_valid():
 def test_speed_block_errors_name_the_field(raw, message):
     with pytest.raises(ValueError, match=message):
         SpeedConfig.from_mapping(raw)
+
+
+def test_fast_profile_loads_through_the_entrypoint_config_and_packs():
+    from qlora_assets.training.config import load_config
+    from qlora_assets.training.sft import sft_arguments
+
+    config = load_config(FAST_PROFILE)
+    assert config.speed["packing"] and not config.gradient_checkpointing
+    args = sft_arguments(config, Path("/tmp/unused"), has_eval=False)
+    assert args.packing and args.padding_free and args.packing_strategy == "bfd"
+    seed = load_config(FAST_PROFILE.parent / "llama3-8b.yaml")
+    assert seed.speed is None and not sft_arguments(seed, Path("/tmp/unused"), has_eval=False).packing
+
+
+def test_entrypoint_config_rejects_levers_the_trainer_would_undo():
+    from qlora_assets.training.config import ConfigError, validate_config
+
+    raw = yaml.safe_load(FAST_PROFILE.read_text())
+    with pytest.raises(ConfigError, match="speed.checkpoint_layers"):
+        validate_config({**raw, "gradient_checkpointing": True})
+    with pytest.raises(ConfigError, match="speed.liger: unknown field"):
+        validate_config({**raw, "speed": {"liger": True}})
+
+
+def test_prepare_base_keeps_the_base_bf16_and_frozen(tiny_llama):
+    from qlora_assets.training.fast.trainer_hooks import prepare_base
+
+    model = LlamaForCausalLM(tiny_llama.config).to(torch.bfloat16)
+    prepared = prepare_base(model, yaml.safe_load(FAST_PROFILE.read_text())["speed"])
+    assert {p.dtype for p in prepared.parameters()} == {torch.bfloat16}
+    assert not any(p.requires_grad for p in prepared.parameters())
+    assert prepared.config._attn_implementation == "varlen_sdpa"
+    assert not any(layer.gradient_checkpointing for layer in prepared.model.layers)

@@ -17,7 +17,7 @@ from qlora_assets.training.assets import qlora_adapter
 from qlora_assets.warehouse import Warehouse
 from resources.trainer import TrainerResource
 from resources.warehouse import WarehouseResource
-from tests.training_fixtures import fast_config, toy_messages, write_split
+from tests.training_fixtures import domain_seed, fast_config, toy_messages, write_split
 
 
 def materialise(domain: str, config: Path) -> dg.ExecuteInProcessResult:
@@ -74,7 +74,7 @@ def test_adapter_loads_with_peft_and_changes_answers(trained, tiny_base):
     _, metadata = trained
     folder = paths().adapters / "toy-ship" / metadata["version"].value
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
-    prompt = toy_messages(1, seed=hash("toy-ship") % 1000)[0][:1]  # a training prompt
+    prompt = toy_messages(1, seed=domain_seed("toy-ship"))[0][:1]  # a training prompt
     inputs = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
 
     def answer(model) -> str:
@@ -96,7 +96,7 @@ def test_killed_run_resumes_from_last_checkpoint_on_rematerialise(tiny_base, tmp
 
     domain = "toy-resume"
     write_split(domain)
-    config_file = fast_config(tmp_path, max_steps=120, save_steps=10, logging_steps=10)
+    config_file = fast_config(tmp_path, max_steps=60, save_steps=10, logging_steps=10)
     # Start the same run the asset would start (same work folder), then kill it after a checkpoint.
     data = export_training_data(Warehouse(paths().warehouse), domain)
     key = run_key(data["data_version"], load_config(config_file).config_hash(), read_fingerprint("tiny")["fingerprint"])
@@ -118,6 +118,27 @@ def test_killed_run_resumes_from_last_checkpoint_on_rematerialise(tiny_base, tmp
     result = materialise(domain, config_file)
     metadata = result.asset_materializations_for_node("qlora_adapter")[0].metadata
     assert result.success
-    assert 10 <= metadata["resumed_from_step"].value < 120
+    assert 10 <= metadata["resumed_from_step"].value < 60
     manifest = json.loads((paths().adapters / domain / metadata["version"].value / "manifest.json").read_text())
-    assert manifest["metrics"]["global_step"] == 120
+    assert manifest["metrics"]["global_step"] == 60
+
+
+def test_merge_reloads_base_in_bf16_and_matches_the_adapter(trained, tiny_base, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from qlora_assets.cli import app
+
+    _, metadata = trained
+    folder = paths().adapters / "toy-ship" / metadata["version"].value
+    result = CliRunner().invoke(app, ["merge", "--adapter", str(folder), "--output", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    ids = torch.tensor([[0, 2, 40, 41, 42, 3]])
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32)
+    unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32), folder)
+    with torch.no_grad():
+        a, b = merged(ids).logits, unmerged(ids).logits
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert torch.allclose(a, b, atol=0.1)  # bf16 merge rounding only

@@ -69,7 +69,7 @@ def test_oom_ladder_applies_the_seed_rungs_in_order(tiny_base, tmp_path, monkeyp
 
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in toy_messages(16)))
-    config = load_config(fast_config(tmp_path, r=64, lora_alpha=128, per_device_train_batch_size=4,
+    config = load_config(fast_config(tmp_path, r=64, lora_alpha=128, per_device_train_batch_size=2,
                                      gradient_accumulation_steps=1, max_length=3000, max_steps=3))
     monkeypatch.setenv("QLORA_INJECT_OOM_AT_STEP", "2")
     monkeypatch.setenv("QLORA_INJECT_OOM_TIMES", "3")
@@ -77,7 +77,7 @@ def test_oom_ladder_applies_the_seed_rungs_in_order(tiny_base, tmp_path, monkeyp
     assert [r["rung"] for r in manifest["oom_ladder"]] == ["halve_batch", "max_length_2048", "rank_32"]
     assert all(r["at_step"] == 2 for r in manifest["oom_ladder"])
     final = manifest["config"]
-    assert (final["per_device_train_batch_size"], final["gradient_accumulation_steps"]) == (2, 2)
+    assert (final["per_device_train_batch_size"], final["gradient_accumulation_steps"]) == (1, 2)
     assert (final["max_length"], final["r"], final["lora_alpha"]) == (2048, 32, 64)
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 32
 

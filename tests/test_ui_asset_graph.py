@@ -1,10 +1,14 @@
 """The Dagster UI as a user meets it: `dagster dev`, one domain retrained, the lineage in a browser.
 
-Starts `dagster dev -w workspace.yaml` on a free loopback port with a temp DAGSTER_HOME and
-QLORA_HOME, one sample domain and the repo's configs (automation switched off so only the
-launched runs happen), launches `build_base_model` then `retrain_domain` for that domain through
-the GraphQL API, waits for success, and opens the global asset lineage in headless Debian
-Chromium; every asset of the card must be drawn. The picture goes to docs/asset-graph.png.
+Starts `dagster dev -w workspace.yaml` on a free loopback port with a temp DAGSTER_HOME, launches
+`build_base_model` then `retrain_domain` for one sample domain through the GraphQL API, waits
+for both to succeed, and opens the global asset lineage in headless Debian Chromium, where every
+asset of the card must be drawn. The picture goes to docs/asset-graph.png.
+
+Kept small on purpose: QLORA_HOME is the session's, so the tiny base built by the `tiny_base`
+fixture is reused (same data, same inputs hash); the configs are a copy with automation off
+(only the launched runs happen), training cut to a few steps and the quality gate opened. This
+test is about the UI and the wiring; adapter quality and the gate have their own tests.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from qlora_assets.automation.jobs import DOMAIN_ASSETS
-from qlora_assets.settings import discover_domains
+from qlora_assets.settings import discover_domains, paths
 from tests.dagster_ui import (
     REPO,
     add_partition,
@@ -30,50 +34,57 @@ from tests.system_deps import require_binaries
 WORKSPACE = REPO / "workspace.yaml"
 SCREENSHOT = REPO / "docs" / "asset-graph.png"
 ASSETS = ["base_model", *DOMAIN_ASSETS]
+TRAINING_PROFILE = "tiny-cpu"  # the trainer resource's default profile
 
 
-def smallest_sample_domain() -> str:
-    training = REPO / "data" / "training"
+def smallest_domain(training: Path) -> str:
     domains = discover_domains(training)
     assert domains, f"no sample domain under {training}"
     return min(domains, key=lambda d: sum(p.stat().st_size for p in (training / d).rglob("*") if p.is_file()))
 
 
-def one_domain_data(domain: str, root: Path) -> Path:
-    shutil.copytree(REPO / "data" / "training" / domain, root / "training" / domain)
-    (root / "eval").mkdir(parents=True)
-    for eval_set in (REPO / "data" / "eval").glob(f"{domain}.*"):
-        shutil.copy(eval_set, root / "eval" / eval_set.name)
-    return root
+def _edit_yaml(path: Path, edit) -> None:
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    edit(data)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
 
 
-def configs_without_automation(root: Path) -> Path:
-    """The repo's configs with sensors and schedule stopped: only the runs this test launches happen."""
+def quick_configs(root: Path) -> Path:
+    """The repo's configs, with automation stopped, a short training and an open gate."""
     shutil.copytree(REPO / "configs", root)
-    schedule = yaml.safe_load((root / "schedule.yaml").read_text()) or {}
-    schedule.setdefault("weekly_cycle", {})["default_status"] = "stopped"
-    for name in ("training_data", "config_change"):
-        schedule.setdefault("sensors", {}).setdefault(name, {})["default_status"] = "stopped"
-    (root / "schedule.yaml").write_text(yaml.safe_dump(schedule))
+
+    def stop_automation(schedule: dict) -> None:
+        schedule.setdefault("weekly_cycle", {})["default_status"] = "stopped"
+        for name in ("training_data", "config_change"):
+            schedule.setdefault("sensors", {}).setdefault(name, {})["default_status"] = "stopped"
+
+    def short_training(profile: dict) -> None:
+        profile.update(max_steps=12, logging_steps=2, save_steps=100, eval_steps=100)
+
+    def open_gate(gate: dict) -> None:
+        for rule in gate.get("gates", {}).values():
+            if "min" in rule:
+                rule["min"] = 0.0
+            if "max" in rule:
+                rule["max"] = 1e9
+        gate.get("regression", {})["tolerance"] = 1e9
+
+    _edit_yaml(root / "schedule.yaml", stop_automation)
+    _edit_yaml(root / "qlora" / f"{TRAINING_PROFILE}.yaml", short_training)
+    _edit_yaml(root / "quality_gate.yaml", open_gate)
     return root
 
 
-def stop_embedded_serving(qlora_home: Path) -> None:
-    """deployed_adapter starts a detached embedded server for its QLORA_HOME; end it with the test."""
-    from qlora_assets.serving.daemon import stop
-
-    stop(state_dir=qlora_home / "serving")
-
-
-def test_retrain_one_domain_from_the_ui_and_see_the_whole_graph(tmp_path):
+def test_retrain_one_domain_from_the_ui_and_see_the_whole_graph(tmp_path, tiny_base):
     browser = require_binaries("chromium", "chromedriver")
-    domain = smallest_sample_domain()
+    where = paths()
+    domain = smallest_domain(where.training_dir)
     (tmp_path / "dagster_home").mkdir()
     env = {
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "QLORA_HOME": str(tmp_path / "qlora_home"),
-        "QLORA_DATA_DIR": str(one_domain_data(domain, tmp_path / "data")),
-        "QLORA_CONFIG_DIR": str(configs_without_automation(tmp_path / "configs")),
+        "QLORA_HOME": str(where.home),  # the session's: tiny_base is already built there
+        "QLORA_DATA_DIR": str(where.data_dir),
+        "QLORA_CONFIG_DIR": str(quick_configs(tmp_path / "configs")),
     }
     with dagster_dev(WORKSPACE, env, tmp_path / "dagster-dev.log") as url:
         try:
@@ -89,6 +100,13 @@ def test_retrain_one_domain_from_the_ui_and_see_the_whole_graph(tmp_path):
             page = open_asset_graph(url, SCREENSHOT, ASSETS, tmp_path / "chromium-profile",
                                     browser["chromium"], browser["chromedriver"])
         finally:
-            stop_embedded_serving(Path(env["QLORA_HOME"]))
+            stop_embedded_serving(where.home)
     assert "Global asset lineage" in page
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def stop_embedded_serving(qlora_home: Path) -> None:
+    """deployed_adapter starts a detached embedded server for its QLORA_HOME; end it with the test."""
+    from qlora_assets.serving.daemon import stop
+
+    stop(state_dir=qlora_home / "serving")

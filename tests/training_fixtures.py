@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -27,8 +28,12 @@ def toy_messages(n: int, seed: int = 0) -> list[list[dict]]:
     return rows
 
 
+def domain_seed(domain: str) -> int:
+    return zlib.crc32(domain.encode())  # stable across processes, unlike hash()
+
+
 def write_split(domain: str, n_train: int = 48, n_eval: int = 8) -> None:
-    messages = toy_messages(n_train + n_eval, seed=hash(domain) % 1000)
+    messages = toy_messages(n_train + n_eval, seed=domain_seed(domain))
     frame = pd.DataFrame({
         "domain": domain,
         "row_id": [f"{domain}-{i:04d}" for i in range(len(messages))],
@@ -41,7 +46,7 @@ def write_split(domain: str, n_train: int = 48, n_eval: int = 8) -> None:
 def fast_config(tmp_dir: Path, **overrides) -> Path:
     """tiny-cpu.yaml with overrides, written where the serving rank check finds no vllm.yaml."""
     raw = yaml.safe_load((REPO_ROOT / "configs" / "qlora" / "tiny-cpu.yaml").read_text())
-    raw.update({"max_steps": 40, "logging_steps": 5, "save_steps": 20, **overrides})
+    raw.update({"max_steps": 60, "logging_steps": 5, "save_steps": 20, **overrides})
     target = tmp_dir / "configs" / "qlora" / "test.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(raw))

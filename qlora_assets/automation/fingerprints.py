@@ -38,16 +38,24 @@ def combine(digests: Iterable[str]) -> str:
     return hasher.hexdigest()[:16]
 
 
-def domain_fingerprint(training_dir: Path, domain: str, eval_dir: Path | None = None) -> str:
-    """Fingerprint of everything that feeds one domain's adapter.
+def domain_files(training_dir: Path, domain: str, eval_dir: Path | None = None) -> list[Path]:
+    """Everything that feeds one domain's adapter: ``training/<domain>/**`` and ``eval/<domain>.*``.
 
-    That is every file under ``training/<domain>/`` plus the domain's fixed eval set
-    (``eval/<domain>.*``), since the eval set decides the split and the contamination check.
+    The eval set counts because it decides the split and the contamination check.
     """
     files = _visible_files(training_dir / domain)
     if eval_dir is not None and eval_dir.is_dir():
         files += [p for p in eval_dir.glob(f"{domain}.*") if p.is_file()]
-    return combine(file_digest(p) for p in files)
+    return files
+
+
+def domain_fingerprint(training_dir: Path, domain: str, eval_dir: Path | None = None) -> str:
+    return combine(file_digest(p) for p in domain_files(training_dir, domain, eval_dir))
+
+
+def newest_change(training_dir: Path, domain: str, eval_dir: Path | None = None) -> float:
+    """Latest modification time among a domain's files (0 when it has none)."""
+    return max((p.stat().st_mtime for p in domain_files(training_dir, domain, eval_dir)), default=0.0)
 
 
 def data_fingerprints(training_dir: Path, eval_dir: Path | None = None) -> dict[str, str]:

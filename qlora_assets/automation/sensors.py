@@ -10,7 +10,7 @@ import json
 
 import dagster as dg
 
-from qlora_assets.automation.fingerprints import config_fingerprint, data_fingerprints
+from qlora_assets.automation.fingerprints import config_fingerprint, data_fingerprints, newest_change
 from qlora_assets.automation.jobs import BASE_MODEL, build_base_model, retrain_domain
 from qlora_assets.automation.schedule_config import load_schedule_config
 from qlora_assets.partitions import domain_partitions
@@ -25,6 +25,19 @@ def _status(value: str) -> dg.DefaultSensorStatus:
 
 def base_model_exists(instance: dg.DagsterInstance) -> bool:
     return instance.get_latest_materialization_event(BASE_MODEL) is not None
+
+
+def already_ingested(instance: dg.DagsterInstance, domain: str, newest_file_change: float) -> bool:
+    """True when the domain's raw_instructions were materialised after its files last changed.
+
+    Used only on a sensor's very first tick (no cursor yet), so that switching the sensor on
+    after `make demo` or a manual run does not retrain what was just trained; from then on,
+    only content fingerprints decide.
+    """
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_instructions"), asset_partitions=[domain]), limit=1
+    ).records
+    return bool(records) and records[0].timestamp > newest_file_change
 
 
 @dg.sensor(
@@ -55,9 +68,14 @@ def training_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
                 tags={"qlora/trigger": "training-data"},
             )],
             dynamic_partitions_requests=partition_requests,
-            cursor=json.dumps(seen, sort_keys=True),
+            cursor=context.cursor,
         )
 
+    if context.cursor is None:
+        seen = {
+            domain: fp for domain, fp in current.items()
+            if already_ingested(context.instance, domain, newest_change(where.training_dir, domain, where.eval_dir))
+        }
     changed = {domain: fp for domain, fp in current.items() if seen.get(domain) != fp}
     for domain, fp in changed.items():
         context.log.info(f"{domain}: data fingerprint {seen.get(domain, 'none')} -> {fp}")
@@ -65,7 +83,9 @@ def training_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
         dg.RunRequest(
             job_name=retrain_domain.name,
             partition_key=domain,
-            run_key=f"{domain}:{fp}",
+            # With the previous fingerprint in the key, data reverted to an earlier content
+            # (A -> B -> A) retrains too; Dagster would drop a second request keyed `domain:A`.
+            run_key=f"{domain}:{seen[domain]}->{fp}" if domain in seen else f"{domain}:{fp}",
             tags={"qlora/trigger": "training-data", "qlora/data_fingerprint": fp},
         )
         for domain, fp in changed.items()

@@ -56,14 +56,15 @@ def raw_instructions(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     })
     verdict = schemas.rows_accounted(per_file)
     reasons = read.quarantine_frame().groupby("reason").size().rename("rows").reset_index()
+    content_hash = _content_hash(folder)  # the data version: changes only when file contents do
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(read.rows), "rows_in": verdict.numbers["rows_in"],
             "quarantined": len(read.quarantine), "files": _table(per_file), "quarantine_by_reason": _table(reasons),
-            "quarantine_sample": _table(read.quarantine_frame().head(10)), "content_hash": _content_hash(folder),
+            "quarantine_sample": _table(read.quarantine_frame().head(10)), "content_hash": content_hash,
         },
         check_results=[check_result(verdict)],
-        data_version=dg.DataVersion(_content_hash(folder)),
+        data_version=dg.DataVersion(content_hash),
     )
 
 

@@ -18,8 +18,7 @@ import pandas as pd
 from qlora_assets.data.config import DomainRules
 from qlora_assets.data.formats import split_turns
 from qlora_assets.data.measure import count_tokens, detect_languages, render, tokenizer_name
-from qlora_assets.data.prepare import OK, STATUS_REASONS, duplicate_of, prepare_rows
-from qlora_assets.data.textkeys import prompt_id
+from qlora_assets.data.prepare import EMPTY_TURN, STATUS_REASONS, TOO_SHORT, duplicate_of, prepare_rows, prompt_ids
 
 KEPT_COLUMNS = [
     "row_id", "prompt_id", "source_file", "line", "format", "licence", "language", "pii_spans_masked",
@@ -47,14 +46,15 @@ class CleanResult:
         }
 
 
-def clean_rows(raw: pd.DataFrame, rules: DomainRules, detector_languages: list[str],
-               tokenizer=None, workers: int = 1) -> CleanResult:
+def clean_rows(raw: pd.DataFrame, rules: DomainRules, detector_languages: list[str], tokenizer=None) -> CleanResult:
     n = len(raw)
-    conversations = [json.loads(m) for m in raw["messages_json"]]
-    prepared = prepare_rows(conversations, rules.min_chars, workers=workers)
+    prepared = prepare_rows([json.loads(m) for m in raw["messages_json"]], rules.min_chars)
+    masked_messages = prepared.turns.messages()
+    all_prompt_ids = prompt_ids(prepared)
     reason = np.array([STATUS_REASONS.get(int(s), "") for s in prepared.status], dtype=object)
     detail = np.array([""] * n, dtype=object)
-    detail[prepared.status != OK] = "instruction < {instruction} or output < {output} characters".format(**rules.min_chars)
+    detail[prepared.status == TOO_SHORT] = "instruction < {instruction} or output < {output} characters".format(**rules.min_chars)
+    detail[prepared.status == EMPTY_TURN] = "a turn is empty or whitespace only"
 
     allowed = raw["licence"].str.lower().isin(rules.licences_allowed).to_numpy()
     bad_licence = (reason == "") & ~allowed
@@ -69,7 +69,7 @@ def clean_rows(raw: pd.DataFrame, rules: DomainRules, detector_languages: list[s
     detail[is_dup] = [f"same masked text as {raw['source_file'].iat[j]}:{raw['line'].iat[j]}" for j in first[is_dup]]
 
     survivors = np.flatnonzero(reason == "")
-    messages = [prepared.messages(conversations, i) for i in survivors]
+    messages = [masked_messages[i] for i in survivors]
     pairs = [split_turns(m) for m in messages]
     instructions, outputs = [p[0] for p in pairs], [p[1] for p in pairs]
     languages = detect_languages([a + "\n" + b for a, b in pairs], tuple(detector_languages))
@@ -94,7 +94,7 @@ def clean_rows(raw: pd.DataFrame, rules: DomainRules, detector_languages: list[s
     kept = pd.DataFrame(
         {
             "row_id": [prepared.digests_hex(survivors[i]) for i, _ in keep],
-            "prompt_id": [prompt_id(messages[i]) for i, _ in keep],
+            "prompt_id": [all_prompt_ids[survivors[i]] for i, _ in keep],
             "source_file": raw["source_file"].to_numpy()[[survivors[i] for i, _ in keep]],
             "line": raw["line"].to_numpy()[[survivors[i] for i, _ in keep]],
             "format": raw["format"].to_numpy()[[survivors[i] for i, _ in keep]],
@@ -119,7 +119,7 @@ def clean_rows(raw: pd.DataFrame, rules: DomainRules, detector_languages: list[s
             "reason": reason[rejected],
             "detail": detail[rejected],
             # The excerpt is the masked text: quarantine must not become a PII store.
-            "excerpt": [json.dumps(prepared.messages(conversations, i), ensure_ascii=False)[:200] for i in rejected],
+            "excerpt": [json.dumps(masked_messages[i], ensure_ascii=False)[:200] for i in rejected],
         },
         columns=QUARANTINE_COLUMNS,
     ).astype({"line": "int64"})

@@ -39,8 +39,10 @@ def count_tokens(texts: list[str], tokenizer=None) -> list[int]:
         return []
     if tokenizer is None:
         return [len(_PRETOKEN.findall(t)) for t in texts]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [len(ids) for ids in encoded]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the Rust tokenizer directly: no per-row Python conversion
+        return [len(e) for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 def render(messages: list[dict], tokenizer=None) -> str:
@@ -64,6 +66,7 @@ def detect_languages(texts: list[str], iso_codes: tuple[str, ...]) -> list[str]:
     """ISO 639-1 code per text ('unknown' when lingua cannot decide)."""
     if not texts:
         return []
-    found = build_detector(tuple(sorted(iso_codes))).detect_languages_in_parallel_of(texts)
+    # The first 400 characters decide the language as well as the whole row, at a fraction of the cost.
+    found = build_detector(tuple(sorted(iso_codes))).detect_languages_in_parallel_of([t[:400] for t in texts])
     return [lang.iso_code_639_1.name.lower() if lang is not None else "unknown" for lang in found]
 

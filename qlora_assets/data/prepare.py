@@ -1,110 +1,105 @@
-"""The hot loop of cleaning: validate, mask PII, hash the masked normalised text.
+"""The hot path of cleaning: validate, mask PII, hash the masked normalised text; column-wise.
 
-One pass per row, split over worker processes for large inputs (fork: the rows are
-inherited, not pickled; workers send back only status codes, digests and the few
-rows whose text changed). Dedup itself is vectorised over the digests afterwards.
+Conversations are flattened to one Arrow array of turns (plus offsets), so validation,
+the PII prefilter, normalisation and joining run as C++ kernels over whole columns.
+Python touches only the few turns the prefilter flags (an '@' or three digits in a row)
+and the hash loop. Dedup is vectorised over the digests.
 """
 from __future__ import annotations
 
-import gc
-import multiprocessing as mp
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import xxhash
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from qlora_assets.data.pii import mask_pii
-from qlora_assets.data.textkeys import conversation_key
-
-_DIGITS = b"0123456789"
+from qlora_assets.data.textkeys import digests, join_turns, map_halves, prompt_keys, turn_keys
 
 OK, EMPTY_TURN, TOO_SHORT = 0, 1, 2
 STATUS_REASONS = {EMPTY_TURN: "empty_turn", TOO_SHORT: "too_short"}
-PARALLEL_MIN_ROWS = 50_000  # below this, forking costs more than it saves
+
+
+@dataclass
+class Turns:
+    offsets: np.ndarray  # int64, n + 1: turns of row i are [offsets[i], offsets[i+1])
+    roles: pa.Array
+    contents: pa.Array
+
+    @classmethod
+    def from_conversations(cls, conversations: list[list[dict]]) -> "Turns":
+        lengths = np.fromiter((len(c) for c in conversations), dtype=np.int64, count=len(conversations))
+        offsets = np.zeros(len(conversations) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        roles = pa.array([m["role"] for c in conversations for m in c], pa.large_string())
+        contents = pa.array([m["content"] for c in conversations for m in c], pa.large_string())
+        return cls(offsets, roles, contents)
+
+    def messages(self) -> list[list[dict]]:
+        roles, contents, o = self.roles.to_pylist(), self.contents.to_pylist(), self.offsets.tolist()
+        return [[{"role": roles[j], "content": contents[j]} for j in range(o[i], o[i + 1])] for i in range(len(o) - 1)]
 
 
 @dataclass
 class Prepared:
     status: np.ndarray  # int8 per row (OK / EMPTY_TURN / TOO_SHORT)
-    pii_spans: np.ndarray  # int32 per row: spans masked
+    pii_spans: np.ndarray  # int64 per row: spans masked
     digests: np.ndarray  # (n, 2) uint64: xxh3-128 of the masked, normalised conversation
-    masked: dict[int, list[dict]]  # row index -> masked messages (only rows that changed)
+    turns: Turns  # with masked contents
+    keys: pa.Array | None = None  # per-turn normalised keys, for prompt ids of the rows kept
 
     def digests_hex(self, index: int) -> str:
         return self.digests[index].tobytes().hex()
 
-    def messages(self, conversations: list[list[dict]], index: int) -> list[dict]:
-        return self.masked.get(index, conversations[index])
+
+def _per_row_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    totals = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
+    return totals[offsets[1:]] - totals[offsets[:-1]]
 
 
-def _prepare_slice(conversations, start: int, stop: int, min_instruction: int, min_output: int):
-    n = stop - start
+def mask_turns(turns: Turns) -> tuple[Turns, np.ndarray]:
+    """Mask PII in every turn; returns the masked turns and the spans masked per row."""
+    flagged = map_halves(lambda part: pc.match_substring_regex(part, r"@|[0-9]{3}"), turns.contents)
+    index = np.flatnonzero(flagged.to_numpy(zero_copy_only=False))
+    counts = np.zeros(len(turns.contents), dtype=np.int64)
+    if not len(index):
+        return turns, _per_row_sum(counts, turns.offsets)
+    masked = [mask_pii(text) for text in turns.contents.take(pa.array(index)).to_pylist()]
+    counts[index] = [n for _, n in masked]
+    changed = counts > 0
+    contents = pc.replace_with_mask(
+        turns.contents, pa.array(changed), pa.array([t for t, n in masked if n], pa.large_string())
+    ) if changed.any() else turns.contents
+    return Turns(turns.offsets, turns.roles, contents), _per_row_sum(counts, turns.offsets)
+
+
+def prepare_turns(turns: Turns, min_chars: dict) -> Prepared:
+    """Validate, mask and hash every conversation (each a non-empty list of turns)."""
+    n = len(turns.offsets) - 1
+    lengths = map_halves(lambda part: pc.utf8_length(pc.utf8_trim_whitespace(part)), turns.contents)
+    lengths = lengths.to_numpy(zero_copy_only=False).astype(np.int64)
+    last = turns.offsets[1:] - 1
+    output_len = lengths[last]
+    instruction_len = _per_row_sum(lengths, turns.offsets) - output_len
+    empty_turns = _per_row_sum((lengths == 0).astype(np.int64), turns.offsets)
     status = np.zeros(n, dtype=np.int8)
-    spans = np.zeros(n, dtype=np.int32)
-    digests = bytearray(16 * n)
-    masked: dict[int, list[dict]] = {}
-    for offset in range(n):
-        messages = conversations[start + offset]
-        output = messages[-1]["content"].strip()
-        instruction_len = sum(len(m["content"].strip()) for m in messages[:-1])
-        if not output or any(not m["content"].strip() for m in messages):
-            status[offset] = EMPTY_TURN
-        elif instruction_len < min_instruction or len(output) < min_output:
-            status[offset] = TOO_SHORT
-        encoded = conversation_key(messages)
-        # Cheap byte-level prefilter: only rows with an '@' or a digit can hold PII.
-        if b"@" in encoded or len(encoded.translate(None, _DIGITS)) != len(encoded):
-            changed = None
-            for i, message in enumerate(messages):
-                text, count = mask_pii(message["content"])
-                if count:
-                    spans[offset] += count
-                    changed = changed or [dict(m) for m in messages]
-                    changed[i]["content"] = text
-            if changed is not None:
-                masked[start + offset] = changed
-                encoded = conversation_key(changed)
-        digests[16 * offset:16 * offset + 16] = xxhash.xxh3_128_digest(encoded)
-    return status, spans, bytes(digests), masked
+    short = (instruction_len < min_chars.get("instruction", 0)) | (output_len < min_chars.get("output", 0))
+    status[short] = TOO_SHORT
+    status[empty_turns > 0] = EMPTY_TURN
+    masked, spans = mask_turns(turns)
+    keys = turn_keys(masked.roles, masked.contents)
+    return Prepared(status=status, pii_spans=spans, digests=digests(join_turns(masked.offsets, keys)), turns=masked,
+                    keys=keys)
 
 
-_JOB: tuple | None = None  # set before fork; workers read it instead of unpickling rows
+def prompt_ids(prepared: Prepared) -> list[str]:
+    """Hex id per row of everything before the answer (see textkeys.prompt_id)."""
+    return [d.tobytes().hex() for d in digests(prompt_keys(prepared.turns.offsets, prepared.keys))]
 
 
-def _run_job(bounds: tuple[int, int]):
-    conversations, min_instruction, min_output = _JOB
-    return _prepare_slice(conversations, bounds[0], bounds[1], min_instruction, min_output)
-
-
-def prepare_rows(conversations: list[list[dict]], min_chars: dict, workers: int = 1) -> Prepared:
-    """Validate, mask and hash every conversation (each a non-empty list of messages)."""
-    global _JOB
-    n = len(conversations)
-    min_instruction, min_output = min_chars.get("instruction", 0), min_chars.get("output", 0)
-    if workers <= 1 or n < PARALLEL_MIN_ROWS:
-        parts = [_prepare_slice(conversations, 0, n, min_instruction, min_output)]
-    else:
-        step = -(-n // (workers * 4))
-        bounds = [(s, min(s + step, n)) for s in range(0, n, step)]
-        _JOB = (conversations, min_instruction, min_output)
-        gc.freeze()  # keep the collector from touching (and so copying) every inherited page
-        try:
-            with mp.get_context("fork").Pool(workers) as pool:
-                parts = pool.map(_run_job, bounds, chunksize=1)
-        finally:
-            gc.unfreeze()
-            _JOB = None
-    masked: dict[int, list[dict]] = {}
-    for part in parts:
-        masked.update(part[3])
-    digests = np.frombuffer(b"".join(p[2] for p in parts), dtype=np.uint64).reshape(n, 2)
-    return Prepared(
-        status=np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int8),
-        pii_spans=np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32),
-        digests=digests,
-        masked=masked,
-    )
+def prepare_rows(conversations: list[list[dict]], min_chars: dict) -> Prepared:
+    return prepare_turns(Turns.from_conversations(conversations), min_chars)
 
 
 def duplicate_of(digests: np.ndarray, eligible: np.ndarray) -> np.ndarray:

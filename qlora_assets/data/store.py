@@ -6,7 +6,6 @@ its partition column is `stage_domain` so each asset replaces only its own stage
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -38,10 +37,6 @@ def store_raw(warehouse: Warehouse, domain: str, folder: Path) -> ReadResult:
     return result
 
 
-def load_table(warehouse: Warehouse, table: str, domain: str, where: str = "") -> pd.DataFrame:
-    return warehouse.query(f'select * from "{table}" where domain = ? {where} order by 1, 2, 3', [domain])
-
-
 def store_cleaned(warehouse: Warehouse, domain: str, config: DataConfig, tokenizer=None) -> CleanResult:
     raw = warehouse.query(
         "select * from raw_instructions where domain = ? order by source_file, line", [domain]
@@ -70,6 +65,3 @@ def store_split(warehouse: Warehouse, domain: str, config: DataConfig, eval_dir:
     write_quarantine(warehouse, domain, "split", quarantined)
     return result
 
-
-def split_messages(row: pd.Series) -> list[dict]:
-    return json.loads(row["messages_json"])

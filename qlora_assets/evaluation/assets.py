@@ -12,7 +12,8 @@ from qlora_assets.evaluation.decisions import (
     record_eval_report,
     record_gate_decision,
 )
-from qlora_assets.evaluation.eval_set import load_eval_cases
+from qlora_assets.data.export import load_eval_rows
+from qlora_assets.evaluation.eval_set import EvalCase, cases_from_rows, load_eval_cases
 from qlora_assets.evaluation.gate import decide
 from qlora_assets.evaluation.metrics import is_measured
 from qlora_assets.evaluation.runner import evaluate_adapter
@@ -52,6 +53,15 @@ def latest_adapter(warehouse, domain: str) -> tuple[str, Path]:
     return str(frame["version"].iloc[0]), Path(frame["path"].iloc[0])
 
 
+def eval_cases_for(warehouse, domain: str) -> tuple[list[EvalCase], str]:
+    """The domain's eval rows from `train_eval_split`; before any split exists, the fixed eval file."""
+    rows = load_eval_rows(warehouse, domain)
+    if rows:
+        return cases_from_rows(rows, f"train_eval_split[{domain}]"), f"warehouse: train_eval_split, domain {domain}"
+    eval_file = paths().eval_dir / f"{domain}.jsonl"
+    return load_eval_cases(eval_file), str(eval_file)
+
+
 @dg.asset(
     partitions_def=domain_partitions,
     deps=["qlora_adapter"],
@@ -65,16 +75,18 @@ def eval_report(
     domain = context.partition_key
     store = warehouse.get()
     version, adapter_path = latest_adapter(store, domain)
-    eval_file = paths().eval_dir / f"{domain}.jsonl"
-    cases = load_eval_cases(eval_file)
+    cases, eval_source = eval_cases_for(store, domain)
     settings = load_eval_settings(config.settings_path())
     context.log.info(f"evaluating {domain}@{version} on {len(cases)} rows, concurrency {settings.concurrency}")
-    results = evaluate_adapter(serving.client(), adapter_path, cases, settings, domain, version, str(eval_file))
+    results = evaluate_adapter(serving.client(), adapter_path, cases, settings, domain, version, eval_source)
     record_eval_report(store, results)
 
     metadata: dict = {
         "adapter_version": version,
         "eval_rows": len(cases),
+        "eval_source": eval_source,
+        # Latency percentiles are per request at this many requests in flight.
+        "eval_concurrency": settings.concurrency,
         "models": ", ".join(f"{role}={r.model}" for role, r in results.reports.items()),
         "report": dg.MetadataValue.md(results.markdown_table()),
     }

@@ -44,13 +44,14 @@ def evaluate(
 ) -> None:
     """Run the eval set on the candidate adapter, the base model and the deployed adapter; write results."""
     from qlora_assets.evaluation.runner import evaluate_adapter_cli
+    from qlora_assets.serving.client import ServingError
 
     try:
         results = evaluate_adapter_cli(
             model, eval_data, server=server, api_key=api_key, base_model=base_model,
             domain=domain, config_path=config, concurrency=concurrency,
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, TimeoutError, ServingError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     results.write(output)

@@ -106,3 +106,20 @@ def load_eval_cases(path: str | Path) -> list[EvalCase]:
     if not cases:
         raise EvalSetError(f"{path}: eval set has no rows")
     return cases
+
+
+def cases_from_rows(rows: list[dict[str, Any]], source: str) -> list[EvalCase]:
+    """Cases from row dicts (e.g. the data area's `load_eval_rows`); `line` is the row's position."""
+    cases = []
+    for number, row in enumerate(rows, start=1):
+        row = dict(row)
+        # The split stores "text" for plain rows and may carry NaN for a missing reference.
+        if not row.get("expected_format"):
+            row.pop("expected_format", None)
+        if isinstance(row.get("expected_output"), float):
+            row["expected_output"] = None
+        row["should_refuse"] = bool(row.get("should_refuse", False))
+        cases.append(case_from_row(row, source, number))
+    if not cases:
+        raise EvalSetError(f"{source}: eval set has no rows")
+    return cases

@@ -20,15 +20,17 @@ class RowDecoder:
         self.finished = False
         self.finish_reason = "length"
         self.completion_tokens = 0
+        self.watch_text = bool(request.stop) or request.on_delta is not None
         self.generator = None
         if request.temperature > 0 and request.seed is not None:
             self.generator = torch.Generator().manual_seed(request.seed)
 
+    @property
+    def samples(self) -> bool:
+        return self.request.temperature > 0 and not self.finished
+
     def choose(self, logits: torch.Tensor) -> int:
-        if self.finished:
-            return self.tokenizer.pad_token_id or 0
-        if self.request.temperature <= 0:
-            return int(torch.argmax(logits))
+        """Sample one token (temperature > 0); greedy rows are chosen for the whole batch at once."""
         probs = torch.softmax(logits / self.request.temperature, dim=-1)
         if self.request.top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)
@@ -44,12 +46,13 @@ class RowDecoder:
             self._finish("stop")
             return
         self.token_ids.append(token_id)
-        self.text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
-        cut = _first_stop(self.text, self.request.stop)
-        if cut is not None:
-            self.text = self.text[:cut]
-            self._finish("stop")
-            return
+        if self.watch_text:  # decoding every step is only needed to find stop strings or to stream
+            self.text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+            cut = _first_stop(self.text, self.request.stop)
+            if cut is not None:
+                self.text = self.text[:cut]
+                self._finish("stop")
+                return
         if self.completion_tokens >= self.request.max_tokens:
             self._finish("length")
             return
@@ -58,6 +61,8 @@ class RowDecoder:
     def _finish(self, reason: str) -> None:
         self.finished = True
         self.finish_reason = reason
+        if not self.watch_text:
+            self.text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
         self._stream(final=True)
 
     def _stream(self, final: bool) -> None:

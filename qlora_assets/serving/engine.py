@@ -174,7 +174,9 @@ class BatchingEngine:
         cache = DynamicCache()
         logits = self.store.forward(input_ids, mask, positions, cache, adapters)
         while True:
-            next_ids = torch.tensor([row.choose(logits[i]) for i, row in enumerate(rows)])
+            greedy = logits.argmax(dim=-1).tolist()
+            next_ids = torch.tensor([row.choose(logits[i]) if row.samples else greedy[i]
+                                     for i, row in enumerate(rows)])
             for i, row in enumerate(rows):
                 row.accept(int(next_ids[i]))
             if all(row.finished for row in rows):

@@ -63,6 +63,15 @@ class QLoRAConfig(BaseModel):
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
     oom_ladder: bool = Field(True, description="On CUDA OOM: halve batch (x2 accumulation), then max_length 2048, then r=32.")
     cost_instance: str = Field("a100-80gb-x1", description="Instance in configs/costs.yaml used to price the run.")
+    # speed levers of the fast GPU profile (qlora_assets/training/fast); null keeps the seed's path
+    speed: dict | None = Field(None, description="Speed levers (packing, Liger, casts, recomputation); see fast/levers.py.")
+
+    @model_validator(mode="after")
+    def _speed_levers_valid(self) -> "QLoRAConfig":
+        from qlora_assets.training.fast.trainer_hooks import check_speed
+
+        check_speed(self.speed, self.gradient_checkpointing)
+        return self
 
     @field_validator("r")
     @classmethod

@@ -20,6 +20,7 @@ import torch
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from qlora_assets.modeling.tiny_base import limit_threads_when_busy
 from qlora_assets.settings import paths
 from qlora_assets.training import sft
 from qlora_assets.training.config import QLoRAConfig
@@ -73,6 +74,7 @@ def _attempt(config, rows, eval_rows, base_path, checkpoint_dir, attempt, log) -
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    limit_threads_when_busy()
     tokenizer = sft.load_tokenizer(base_path)
     model = sft.add_lora(sft.load_quantized_base(base_path, config), config)
     trainable, total = model.get_nb_trainable_parameters()

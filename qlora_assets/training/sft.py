@@ -71,7 +71,11 @@ def load_quantized_base(base_path: Path, config: QLoRAConfig):
 def add_lora(model, config: QLoRAConfig):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if config.load_in_4bit:
+    if config.speed is not None:  # the fast GPU profile's levers instead of the fp32 upcasts
+        from qlora_assets.training.fast.trainer_hooks import prepare_base
+
+        model = prepare_base(model, config.speed)
+    elif config.load_in_4bit:
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=config.gradient_checkpointing,
@@ -90,6 +94,8 @@ def add_lora(model, config: QLoRAConfig):
 
 def sft_arguments(config: QLoRAConfig, checkpoint_dir: Path, has_eval: bool):
     from trl import SFTConfig
+
+    from qlora_assets.training.fast.trainer_hooks import sft_overrides
 
     on_gpu = torch.cuda.is_available()
     return SFTConfig(
@@ -123,6 +129,7 @@ def sft_arguments(config: QLoRAConfig, checkpoint_dir: Path, has_eval: bool):
         report_to="none",
         disable_tqdm=True,
         dataloader_pin_memory=on_gpu,
+        **sft_overrides(config.speed),  # packing settings of the fast GPU profile; {} for the seed
     )
 
 

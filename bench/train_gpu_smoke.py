@@ -3,10 +3,14 @@
 1. tiny profile: build the tiny base, train it on CUDA through the entrypoint (one GPU,
    then `accelerate launch` on every visible GPU when there are several);
 2. a Llama-3.1-8B-shaped model with random weights (no download), NF4 + double quant,
-   the seed config (configs/qlora/llama3-8b.yaml) for a few steps of 4 x 4096 tokens.
-Prints and writes JSON: tokens/s (whole run and steady state), s/step, peak memory.
+   each `--configs` profile (default: the seed, configs/qlora/llama3-8b.yaml) for a few steps on the
+   same rows; every profile gets the seed's tokens per step (4 x 4096 x grad-accum): a profile with
+   a smaller micro-batch accumulates more of them.
+Prints and writes JSON (after every run): tokens/s (whole run and steady state), s/step, peak
+memory, and the adapter files written.
 
-    python bench/train_gpu_smoke.py --out results.json [--steps 6] [--grad-accum 1]
+    python bench/train_gpu_smoke.py --out results.json [--steps 6] [--grad-accum 1] \
+        [--configs llama3-8b llama3-8b-fast] [--skip-tiny-runs]
 """
 from __future__ import annotations
 
@@ -45,6 +49,12 @@ def summary(manifest: dict) -> dict:
     return {**{k: m.get(k) for k in keys}, "loss_first": m["loss_curve"][0][1], "loss_last": m["loss_curve"][-1][1]}
 
 
+def adapter_files(output: Path) -> dict:
+    """What a served adapter needs: adapter_config.json and the safetensors weights."""
+    names = sorted(p.name for p in output.iterdir() if p.is_file())
+    return {"files": names, "adapter_ok": "adapter_config.json" in names and any(n.endswith(".safetensors") for n in names)}
+
+
 def sample_rows(out: Path) -> Path:
     rows = []
     for path in data_files([REPO / "data" / "training"]):
@@ -54,12 +64,14 @@ def sample_rows(out: Path) -> Path:
     return out
 
 
-def run_tiny(work: Path, results: dict) -> Path:
+def run_tiny(work: Path, results: dict, train: bool = True) -> Path:
     from qlora_assets.modeling.base_model import materialize_base
 
     started = time.monotonic()
     record, _ = materialize_base("tiny")
     results["tiny_base_build_seconds"] = round(time.monotonic() - started, 1)
+    if not train:  # the 8B runs only borrow its tokenizer
+        return Path(record["model_path"])
     data = sample_rows(work / "tiny-train.jsonl")
     config = REPO / "configs" / "qlora" / "tiny-cpu.yaml"
     results["tiny_cuda_1gpu"] = summary(entrypoint(config, data, work / "tiny-1gpu", Path(record["model_path"])))
@@ -101,18 +113,24 @@ def long_rows(path: Path, n: int) -> Path:
     return path
 
 
-def run_8b(work: Path, tiny_base: Path, steps: int, grad_accum: int, results: dict) -> None:
+def run_8b(work: Path, tiny_base: Path, steps: int, grad_accum: int, results: dict, profiles: list[str], save) -> None:
     base = work / "random-8b"
     results["random_8b_build_seconds"] = build_random_8b(base, tiny_base)
-    seed = yaml.safe_load((REPO / "configs" / "qlora" / "llama3-8b.yaml").read_text())
-    seed.update({"base_model_path": str(base), "max_steps": steps, "gradient_accumulation_steps": grad_accum,
-                 "logging_steps": 1, "save_steps": 10_000, "cost_instance": "a100-80gb-x1"})
-    config = work / "seed-8b.json"
-    config.write_text(json.dumps(seed))
-    data = long_rows(work / "long.jsonl", n=steps * grad_accum * seed["per_device_train_batch_size"])
-    results["seed_config_random_8b"] = {**summary(entrypoint(config, data, work / "seed-8b", base)),
-                                        "grad_accum": grad_accum, "batch": seed["per_device_train_batch_size"],
-                                        "max_length": seed["max_length"]}
+    seed_batch = yaml.safe_load((REPO / "configs" / "qlora" / "llama3-8b.yaml").read_text())["per_device_train_batch_size"]
+    data = long_rows(work / "long.jsonl", n=steps * grad_accum * seed_batch)
+    for profile in profiles:
+        settings = yaml.safe_load((REPO / "configs" / "qlora" / f"{profile}.yaml").read_text())
+        accum = grad_accum * seed_batch // settings["per_device_train_batch_size"]  # the seed's tokens per step
+        settings.update({"base_model_path": str(base), "max_steps": steps, "gradient_accumulation_steps": accum,
+                         "logging_steps": 1, "save_steps": 10_000, "cost_instance": "a100-80gb-x1"})
+        config = work / f"{profile}-8b.json"
+        config.write_text(json.dumps(settings))
+        output = work / f"{profile}-8b"
+        key = "seed_config_random_8b" if profile == "llama3-8b" else f"{profile}_config_random_8b"
+        results[key] = {**summary(entrypoint(config, data, output, base)), **adapter_files(output),
+                        "grad_accum": accum, "batch": settings["per_device_train_batch_size"],
+                        "max_length": settings["max_length"]}
+        save()
 
 
 def main() -> None:
@@ -122,6 +140,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--skip-8b", action="store_true")
+    parser.add_argument("--skip-tiny-runs", action="store_true", help="build the tiny base (its tokenizer) but train nothing on it")
+    parser.add_argument("--configs", nargs="+", default=["llama3-8b"], help="profiles of configs/qlora/ run on the 8B shapes")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
@@ -130,12 +150,17 @@ def main() -> None:
 
     results = {"gpu": torch.cuda.get_device_name(), "gpus": torch.cuda.device_count(), "torch": torch.__version__,
                "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
-    try:
-        tiny = run_tiny(args.work, results)
-        if not args.skip_8b:
-            run_8b(args.work, tiny, args.steps, args.grad_accum, results)
-    finally:
+
+    def save() -> None:  # after every run, so a run cut off at the time limit keeps what finished
         args.out.write_text(json.dumps(results, indent=2))
+
+    try:
+        tiny = run_tiny(args.work, results, train=not args.skip_tiny_runs)
+        save()
+        if not args.skip_8b:
+            run_8b(args.work, tiny, args.steps, args.grad_accum, results, args.configs, save)
+    finally:
+        save()
         print(json.dumps(results, indent=2))
 
 

@@ -15,10 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from qlora_assets.data.pii import mask_pii
-from qlora_assets.data.textkeys import digests, join_turns, map_halves, prompt_keys, turn_keys
+from qlora_assets.data.textkeys import NEEDS_NORMALISING, digests, join_turns, map_halves, prompt_keys, turn_keys
 
 OK, EMPTY_TURN, TOO_SHORT = 0, 1, 2
 STATUS_REASONS = {EMPTY_TURN: "empty_turn", TOO_SHORT: "too_short"}
+PII_PREFILTER = r"@|[0-9]{3}"  # every PII pattern holds one of these (pii.mask_pii's own prefilters)
 
 
 @dataclass
@@ -58,10 +59,21 @@ def _per_row_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return totals[offsets[1:]] - totals[offsets[:-1]]
 
 
-def mask_turns(turns: Turns) -> tuple[Turns, np.ndarray]:
-    """Mask PII in every turn; returns the masked turns and the spans masked per row."""
-    flagged = map_halves(lambda part: pc.match_substring_regex(part, r"@|[0-9]{3}"), turns.contents)
-    index = np.flatnonzero(flagged.to_numpy(zero_copy_only=False))
+def _flag(contents: pa.Array, pattern: str) -> np.ndarray:
+    flags = map_halves(lambda part: pc.match_substring_regex(part, pattern), contents)
+    return flags.to_numpy(zero_copy_only=False)
+
+
+def mask_turns(turns: Turns, maybe_pii: np.ndarray | None = None) -> tuple[Turns, np.ndarray]:
+    """Mask PII in every turn; returns the masked turns and the spans masked per row.
+
+    maybe_pii (bool per turn), when given, marks every turn that may match the PII prefilter
+    (a superset from a combined scan): the prefilter then runs only on those."""
+    if maybe_pii is None:
+        index = np.flatnonzero(_flag(turns.contents, PII_PREFILTER))
+    else:
+        index = np.flatnonzero(maybe_pii)
+        index = index[_flag(turns.contents.take(pa.array(index)), PII_PREFILTER)] if len(index) else index
     counts = np.zeros(len(turns.contents), dtype=np.int64)
     if not len(index):
         return turns, _per_row_sum(counts, turns.offsets)
@@ -87,8 +99,11 @@ def prepare_turns(turns: Turns, min_chars: dict) -> Prepared:
     short = (instruction_len < min_chars.get("instruction", 0)) | (output_len < min_chars.get("output", 0))
     status[short] = TOO_SHORT
     status[empty_turns > 0] = EMPTY_TURN
-    masked, spans = mask_turns(turns)
-    keys = turn_keys(masked.roles, masked.contents)
+    # One regex scan over all the text; the PII and normalisation checks then run on the few
+    # turns it flags (masking changes only flagged turns, and inserts plain ASCII).
+    flagged = _flag(turns.contents, f"{PII_PREFILTER}|{NEEDS_NORMALISING}")
+    masked, spans = mask_turns(turns, flagged)
+    keys = turn_keys(masked.roles, masked.contents, flagged)
     return Prepared(status=status, pii_spans=spans, digests=digests(join_turns(masked.offsets, keys)), turns=masked,
                     keys=keys)
 

@@ -23,12 +23,14 @@ NEEDS_NORMALISING = r"[^ -~\x{AC00}-\x{D7A3}]|  "
 _SPACE_RUN = r"[\t\n\v\f\r \x{85}\x{1680}\x{2028}\x{2029}]+"
 
 
+def _nfkc_spaces(contents: pa.Array) -> pa.Array:
+    return pc.replace_substring_regex(pc.utf8_normalize(contents, form="NFKC"), _SPACE_RUN, " ")
+
+
 def _normalise_chunk(contents: pa.Array) -> pa.Array:
     odd = pc.match_substring_regex(contents, NEEDS_NORMALISING)
     if pc.any(odd).as_py():
-        fixed = pc.utf8_normalize(pc.filter(contents, odd), form="NFKC")
-        fixed = pc.replace_substring_regex(fixed, _SPACE_RUN, " ")
-        contents = pc.replace_with_mask(contents, odd, fixed)
+        contents = pc.replace_with_mask(contents, odd, _nfkc_spaces(pc.filter(contents, odd)))
     return pc.ascii_lower(pc.utf8_trim_whitespace(contents))
 
 
@@ -41,14 +43,30 @@ def map_halves(kernel, array: pa.Array) -> pa.Array:
         return pa.concat_arrays(list(pool.map(kernel, [array.slice(0, half), array.slice(half)])))
 
 
-def normalise_array(contents: pa.Array) -> pa.Array:
-    return map_halves(_normalise_chunk, contents)
+def _trim_lower(contents: pa.Array) -> pa.Array:
+    return pc.ascii_lower(pc.utf8_trim_whitespace(contents))
 
 
-def turn_keys(roles: pa.Array, contents: pa.Array) -> pa.Array:
-    """role + ROLE_SEP + normalised content, per turn."""
+def normalise_array(contents: pa.Array, maybe_odd: np.ndarray | None = None) -> pa.Array:
+    """maybe_odd (bool per turn), when given, marks every turn that may match NEEDS_NORMALISING:
+    the regex then scans only those (the caller's prefilter has already scanned the rest)."""
+    if maybe_odd is None:
+        return map_halves(_normalise_chunk, contents)
+    index = np.flatnonzero(maybe_odd)
+    if len(index):
+        subset = contents.take(pa.array(index))
+        odd = pc.match_substring_regex(subset, NEEDS_NORMALISING).to_numpy(zero_copy_only=False)
+        if odd.any():
+            mask = np.zeros(len(contents), dtype=bool)
+            mask[index[odd]] = True
+            contents = pc.replace_with_mask(contents, pa.array(mask), _nfkc_spaces(subset.filter(pa.array(odd))))
+    return map_halves(_trim_lower, contents)
+
+
+def turn_keys(roles: pa.Array, contents: pa.Array, maybe_odd: np.ndarray | None = None) -> pa.Array:
+    """role + ROLE_SEP + normalised content, per turn (maybe_odd: see normalise_array)."""
     separator = pa.scalar(ROLE_SEP, pa.large_string())
-    return pc.binary_join_element_wise(roles.cast(pa.large_string()), normalise_array(contents), separator)
+    return pc.binary_join_element_wise(roles.cast(pa.large_string()), normalise_array(contents, maybe_odd), separator)
 
 
 def join_turns(offsets: np.ndarray, keys: pa.Array) -> pa.Array:

@@ -83,4 +83,21 @@ def summary(domains: list[str]) -> str:
             table = report.pivot_table(index="metric", columns="model_role", values="value", aggfunc="first")
             lines.append("  eval report:")
             lines.extend("    " + row for row in table.round(3).to_string().splitlines())
+    lines.extend(_serving_lines(domains))
     return "\n".join(lines)
+
+
+def _serving_lines(domains: list[str]) -> list[str]:
+    """Where to send traffic now: the router stays up after the demo (a detached process)."""
+    from qlora_assets.serving.daemon import is_serving, read_state
+
+    state = read_state(paths().serving_state)
+    if not is_serving(state):
+        return ["", "serving: not running (no adapter passed its gate)"]
+    example = domains[0] if domains else "<domain>"
+    return [
+        "",
+        f"serving: router at {state['url']} (stop it with `kill {state['pid']}`)",
+        f"  curl -s {state['url']}/v1/chat/completions -H 'content-type: application/json' \\",
+        f"    -d '{{\"model\": \"{example}\", \"messages\": [{{\"role\": \"user\", \"content\": \"...\"}}]}}'",
+    ]

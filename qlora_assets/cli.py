@@ -5,9 +5,14 @@ heavy imports happen inside the commands so `qlora --help` stays fast.
 """
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from qlora_assets.data import cli as data_cli
+from qlora_assets.demo import cli as demo_cli
+from qlora_assets.deploy import cli as deploy_cli
+from qlora_assets.evaluation import cli as evaluation_cli
+from qlora_assets.serving import cli as serving_cli
+from qlora_assets.training import cli as training_cli
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
 
@@ -16,17 +21,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split
 def _root() -> None:
     """qlora-platform: the QLoRA adapter cycle (data -> adapter -> eval -> gate -> serving)."""
 
-# Areas that contribute commands, in help order.
-AREAS = ["data", "modeling", "training", "serving", "evaluation", "deploy", "demo"]
 
-for _area in AREAS:
-    try:
-        _module = importlib.import_module(f"qlora_assets.{_area}.cli")
-    except ModuleNotFoundError as exc:  # an area without commands yet
-        if exc.name != f"qlora_assets.{_area}.cli":
-            raise
-        continue
-    _module.register(app)
+# Areas that contribute commands, in help order; each has `cli.register(app)`.
+for _area_cli in (data_cli, training_cli, serving_cli, evaluation_cli, deploy_cli, demo_cli):
+    _area_cli.register(app)
 
 
 def main() -> None:

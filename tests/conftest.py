@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,13 +17,37 @@ pytest_plugins = ["tests.serving_fixtures"]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def qlora_home(tmp_path_factory) -> Path:
+def qlora_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("qlora_home")
     os.environ["QLORA_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
     (home / "dagster_home").mkdir()
     os.environ.setdefault("QLORA_DATA_DIR", str(REPO / "data"))
-    return home
+    # Tests run on the embedded defaults, judged by the demo gate, however pytest is invoked.
+    os.environ.setdefault("QLORA_QUALITY_GATE", "quality_gate.demo.yaml")
+    started = time.time()
+    yield home
+    _stop_embedded_servers_started_since(started)
+
+
+def _stop_embedded_servers_started_since(started: float) -> None:
+    """Detached embedded servers (started by assets through the `serving` resource, also inside
+    `dagster dev` runs) outlive their test; stop those this session started."""
+    boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
+    ticks = os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            start = boot + int((proc / "stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+        except (OSError, ValueError, IndexError):
+            continue
+        if "qlora_assets.serving.daemon" in cmdline and start >= started - 1:
+            try:
+                os.kill(int(proc.name), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from qlora_assets.config_files import read_yaml_mapping, validate_mapping
 from qlora_assets.settings import paths
 
 Status = Literal["running", "stopped"]
@@ -66,14 +66,4 @@ def load_schedule_config(path: Path | None = None) -> ScheduleConfig:
     path = path or paths().config_dir / "schedule.yaml"
     if not path.is_file():
         return ScheduleConfig()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ScheduleConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        return ScheduleConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ScheduleConfigError(f"{path}: {problems}") from None
+    return validate_mapping(ScheduleConfig, read_yaml_mapping(path, ScheduleConfigError), path, ScheduleConfigError)

@@ -20,6 +20,7 @@ from qlora_assets.data.textkeys import NEEDS_NORMALISING, digests, join_turns, m
 OK, EMPTY_TURN, TOO_SHORT = 0, 1, 2
 STATUS_REASONS = {EMPTY_TURN: "empty_turn", TOO_SHORT: "too_short"}
 PII_PREFILTER = r"@|[0-9]{3}"  # every PII pattern holds one of these (pii.mask_pii's own prefilters)
+PII_CANDIDATE = r"@|[+(\p{Nd}][\p{Nd} ().-]{6,}\p{Nd}"  # pii._CANDIDATE in RE2 (Python's \d is \p{Nd})
 
 
 @dataclass
@@ -74,6 +75,8 @@ def mask_turns(turns: Turns, maybe_pii: np.ndarray | None = None) -> tuple[Turns
     else:
         index = np.flatnonzero(maybe_pii)
         index = index[_flag(turns.contents.take(pa.array(index)), PII_PREFILTER)] if len(index) else index
+    if len(index):  # mask_pii changes a turn only if it has an '@' or a number span of 8+ characters
+        index = index[_flag(turns.contents.take(pa.array(index)), PII_CANDIDATE)]
     counts = np.zeros(len(turns.contents), dtype=np.int64)
     if not len(index):
         return turns, _per_row_sum(counts, turns.offsets)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from qlora_assets.config_files import read_yaml_mapping, validate_mapping
 from qlora_assets.settings import paths
 
 
@@ -56,16 +56,5 @@ class DeployConfig(BaseModel):
 def load_deploy_config(path: str | Path | None = None, **overrides) -> DeployConfig:
     """Read configs/deploy.yaml (or `path`); keyword overrides win (CLI flags, tests)."""
     path = Path(path) if path else paths().config_dir / "deploy.yaml"
-    raw = {}
-    if path.is_file():
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise DeployConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(raw, dict):
-            raise DeployConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
-    try:
-        return DeployConfig(**{**raw, **overrides})
-    except ValidationError as exc:
-        problems = "; ".join(f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
-        raise DeployConfigError(f"{path}: {problems}") from None
+    raw = read_yaml_mapping(path, DeployConfigError) if path.is_file() else {}
+    return validate_mapping(DeployConfig, {**raw, **overrides}, path, DeployConfigError)

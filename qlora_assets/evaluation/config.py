@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qlora_assets.evaluation.scoring import METRIC_NAMES
+from qlora_assets.config_files import load_yaml_model
 from qlora_assets.settings import paths
 
 
@@ -94,19 +94,7 @@ class GateConfig(_Strict):
 
 
 def _load(model: type[BaseModel], path: Path) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in err['loc']) or '(top level)'}': {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+    return load_yaml_model(model, path, ConfigError)
 
 
 def load_eval_settings(path: str | Path | None = None) -> EvalSettings:

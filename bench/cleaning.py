@@ -120,16 +120,20 @@ def platform_from_jsonl(path: Path) -> list[int]:
 
     table = pj.read_json(path)
     rules = load_data_config().rules("legal-ko")
-    n = table.num_rows
-    both = pa.concat_arrays([table[c].combine_chunks().cast(pa.large_string()) for c in ("instruction", "output")])
+    n, rows = table.num_rows, table["row"].to_numpy()
+    # One interleaving copy of the text (take from the chunks), not a concatenation and then a take.
+    both = pa.chunked_array([chunk.cast(pa.large_string()) for c in ("instruction", "output") for chunk in table[c].chunks])
+    del table
     order = np.empty(2 * n, dtype=np.int64)
     order[0::2], order[1::2] = np.arange(n), np.arange(n, 2 * n)
+    contents = both.take(order).combine_chunks()
+    del both
     turns = Turns(np.arange(0, 2 * n + 1, 2, dtype=np.int64),
-                  pa.array(["user", "assistant"], pa.large_string()).take(np.tile([0, 1], n)), both.take(order))
+                  pa.array(["user", "assistant"], pa.large_string()).take(np.tile([0, 1], n)), contents)
     prepared = prepare_turns(turns, rules.min_chars)
     valid = prepared.status == OK
     keep = valid & (duplicate_of(prepared.digests, valid) < 0)
-    return table["row"].to_numpy()[keep].tolist()
+    return rows[keep].tolist()
 
 
 def bench_tokenizer(texts: list[str]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,25 +25,25 @@ def qlora_home(tmp_path_factory):
     os.environ.setdefault("QLORA_DATA_DIR", str(REPO / "data"))
     # Tests run on the embedded defaults, judged by the demo gate, however pytest is invoked.
     os.environ.setdefault("QLORA_QUALITY_GATE", "quality_gate.demo.yaml")
-    started = time.time()
+    # Every process this session starts inherits the marker, so teardown finds its own servers.
+    marker = f"QLORA_TEST_SESSION={uuid.uuid4().hex}"
+    os.environ["QLORA_TEST_SESSION"] = marker.split("=", 1)[1]
     yield home
-    _stop_embedded_servers_started_since(started)
+    _stop_embedded_servers_of(marker)
 
 
-def _stop_embedded_servers_started_since(started: float) -> None:
+def _stop_embedded_servers_of(marker: str) -> None:
     """Detached embedded servers (started by assets through the `serving` resource, also inside
-    `dagster dev` runs) outlive their test; stop those this session started."""
-    boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
-    ticks = os.sysconf("SC_CLK_TCK")
+    `dagster dev` runs) outlive their test; stop this session's, never another session's."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            start = boot + int((proc / "stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
-        except (OSError, ValueError, IndexError):
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
             continue
-        if "qlora_assets.serving.daemon" in cmdline and start >= started - 1:
+        if b"qlora_assets.serving.daemon" in cmdline and marker.encode() in environ:
             try:
                 os.kill(int(proc.name), signal.SIGTERM)
             except ProcessLookupError:

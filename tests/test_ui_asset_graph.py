@@ -80,11 +80,17 @@ def test_retrain_one_domain_from_the_ui_and_see_the_whole_graph(tmp_path, tiny_b
     where = paths()
     domain = smallest_domain(where.training_dir)
     (tmp_path / "dagster_home").mkdir()
+    # A warehouse of its own (other tests leave rows and tables in the session's), sharing the
+    # session's tiny base so that `build_base_model` finds it built.
+    home = tmp_path / "qlora_home"
+    home.mkdir()
+    (home / "base_models").symlink_to(where.home / "base_models", target_is_directory=True)
     env = {
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "QLORA_HOME": str(where.home),  # the session's: tiny_base is already built there
+        "QLORA_HOME": str(home),
         "QLORA_DATA_DIR": str(where.data_dir),
         "QLORA_CONFIG_DIR": str(quick_configs(tmp_path / "configs")),
+        "QLORA_QUALITY_GATE": "quality_gate.yaml",  # the copy opened by quick_configs
     }
     with dagster_dev(WORKSPACE, env, tmp_path / "dagster-dev.log") as url:
         try:
@@ -100,7 +106,7 @@ def test_retrain_one_domain_from_the_ui_and_see_the_whole_graph(tmp_path, tiny_b
             page = open_asset_graph(url, SCREENSHOT, ASSETS, tmp_path / "chromium-profile",
                                     browser["chromium"], browser["chromedriver"])
         finally:
-            stop_embedded_serving(where.home)
+            stop_embedded_serving(home)
     assert "Global asset lineage" in page
     assert SCREENSHOT.stat().st_size > 10_000
 

@@ -15,7 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from qlora_assets.data.pii import mask_pii
-from qlora_assets.data.textkeys import NEEDS_NORMALISING, digests, join_turns, map_halves, prompt_keys, turn_keys
+from qlora_assets.data.textkeys import (
+    NEEDS_NORMALISING, conversation_digests, digests, map_halves, needs_trim, prompt_keys, turn_keys,
+)
 
 OK, EMPTY_TURN, TOO_SHORT = 0, 1, 2
 STATUS_REASONS = {EMPTY_TURN: "empty_turn", TOO_SHORT: "too_short"}
@@ -92,8 +94,10 @@ def mask_turns(turns: Turns, maybe_pii: np.ndarray | None = None) -> tuple[Turns
 def prepare_turns(turns: Turns, min_chars: dict) -> Prepared:
     """Validate, mask and hash every conversation (each a non-empty list of turns)."""
     n = len(turns.offsets) - 1
-    lengths = map_halves(lambda part: pc.utf8_length(pc.utf8_trim_whitespace(part)), turns.contents)
-    lengths = lengths.to_numpy(zero_copy_only=False).astype(np.int64)
+    lengths = pc.utf8_length(turns.contents).to_numpy(zero_copy_only=False).astype(np.int64)
+    edge = np.flatnonzero(needs_trim(turns.contents))  # trim only these: no copy of all the text
+    if len(edge):
+        lengths[edge] = pc.utf8_length(pc.utf8_trim_whitespace(turns.contents.take(pa.array(edge)))).to_numpy()
     last = turns.offsets[1:] - 1
     output_len = lengths[last]
     instruction_len = _per_row_sum(lengths, turns.offsets) - output_len
@@ -102,12 +106,12 @@ def prepare_turns(turns: Turns, min_chars: dict) -> Prepared:
     short = (instruction_len < min_chars.get("instruction", 0)) | (output_len < min_chars.get("output", 0))
     status[short] = TOO_SHORT
     status[empty_turns > 0] = EMPTY_TURN
-    # One regex scan over all the text; the PII and normalisation checks then run on the few
-    # turns it flags (masking changes only flagged turns, and inserts plain ASCII).
-    flagged = _flag(turns.contents, f"{PII_PREFILTER}|{NEEDS_NORMALISING}")
+    # One regex scan over all the text; PII masking and normalisation then run on the few turns
+    # it flags (masking changes only flagged turns; what it inserts is ASCII, and capitals).
+    flagged = _flag(turns.contents, f"{PII_PREFILTER}|{NEEDS_NORMALISING}|[A-Z]")
     masked, spans = mask_turns(turns, flagged)
     keys = turn_keys(masked.roles, masked.contents, flagged)
-    return Prepared(status=status, pii_spans=spans, digests=digests(join_turns(masked.offsets, keys)), turns=masked,
+    return Prepared(status=status, pii_spans=spans, digests=conversation_digests(masked.offsets, keys), turns=masked,
                     keys=keys)
 
 

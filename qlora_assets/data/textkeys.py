@@ -23,14 +23,12 @@ NEEDS_NORMALISING = r"[^ -~\x{AC00}-\x{D7A3}]|  "
 _SPACE_RUN = r"[\t\n\v\f\r \x{85}\x{1680}\x{2028}\x{2029}]+"
 
 
-def _nfkc_spaces(contents: pa.Array) -> pa.Array:
-    return pc.replace_substring_regex(pc.utf8_normalize(contents, form="NFKC"), _SPACE_RUN, " ")
-
-
 def _normalise_chunk(contents: pa.Array) -> pa.Array:
     odd = pc.match_substring_regex(contents, NEEDS_NORMALISING)
     if pc.any(odd).as_py():
-        contents = pc.replace_with_mask(contents, odd, _nfkc_spaces(pc.filter(contents, odd)))
+        fixed = pc.utf8_normalize(pc.filter(contents, odd), form="NFKC")
+        fixed = pc.replace_substring_regex(fixed, _SPACE_RUN, " ")
+        contents = pc.replace_with_mask(contents, odd, fixed)
     return pc.ascii_lower(pc.utf8_trim_whitespace(contents))
 
 
@@ -43,30 +41,75 @@ def map_halves(kernel, array: pa.Array) -> pa.Array:
         return pa.concat_arrays(list(pool.map(kernel, [array.slice(0, half), array.slice(half)])))
 
 
-def _trim_lower(contents: pa.Array) -> pa.Array:
-    return pc.ascii_lower(pc.utf8_trim_whitespace(contents))
+def _hangul_lead(byte: np.ndarray) -> np.ndarray:
+    return (byte >= 0xEA) & (byte <= 0xED)  # U+A000..U+D7FF: no whitespace there
 
 
-def normalise_array(contents: pa.Array, maybe_odd: np.ndarray | None = None) -> pa.Array:
-    """maybe_odd (bool per turn), when given, marks every turn that may match NEEDS_NORMALISING:
-    the regex then scans only those (the caller's prefilter has already scanned the rest)."""
-    if maybe_odd is None:
+def needs_trim(contents: pa.Array) -> np.ndarray:
+    """bool per string, True for every string with whitespace at either end (and a few more).
+
+    Reads only the bytes at the ends, from the Arrow buffers: a kernel would copy all the text,
+    and on this VM fresh memory costs ~2 s a GB. ASCII control/space bytes and any non-ASCII
+    character outside U+A000..U+D7FF (Hangul) count as maybe-whitespace."""
+    contents = contents.cast(pa.large_string())
+    _, offset_buf, data_buf = contents.buffers()
+    offsets = np.frombuffer(offset_buf, dtype=np.int64)[contents.offset:contents.offset + len(contents) + 1]
+    starts, ends = offsets[:-1], offsets[1:]
+    nonempty = ends > starts
+    if data_buf is None or not nonempty.any():
+        return np.zeros(len(contents), dtype=bool)
+    data = np.frombuffer(data_buf, dtype=np.uint8)
+    first, last = data[np.where(nonempty, starts, 0)], data[np.where(nonempty, ends - 1, 0)]
+    first_maybe = (first <= 0x20) | (first == 0x7F) | ((first >= 0x80) & ~_hangul_lead(first))
+    last_is_hangul = (ends - 3 >= starts) & _hangul_lead(data[np.maximum(ends - 3, 0)])
+    last_maybe = np.where(last < 0x80, (last <= 0x20) | (last == 0x7F), ~last_is_hangul)
+    return nonempty & (first_maybe | last_maybe)
+
+
+def _fixes(contents: pa.Array, maybe_changed: np.ndarray) -> tuple[np.ndarray, pa.Array] | None:
+    """(mask, normalised text of the masked turns) for the turns normalisation changes, or None.
+
+    maybe_changed (bool per turn) marks every turn that may hold an ASCII capital or match
+    NEEDS_NORMALISING (from the caller's prefilter scan); with the turns that have whitespace
+    at an end, those are the only ones normalisation can change."""
+    index = np.flatnonzero(maybe_changed | needs_trim(contents))
+    if not len(index):
+        return None
+    subset = contents.take(pa.array(index))
+    fixed = _normalise_chunk(subset)
+    changed = pc.not_equal(fixed, subset).to_numpy(zero_copy_only=False)
+    if not changed.any():
+        return None
+    mask = np.zeros(len(contents), dtype=bool)
+    mask[index[changed]] = True
+    return mask, fixed.filter(pa.array(changed))
+
+
+def normalise_array(contents: pa.Array, maybe_changed: np.ndarray | None = None) -> pa.Array:
+    """NFKC (where needed), whitespace collapsed and trimmed, ASCII lower-cased (maybe_changed: see _fixes)."""
+    if maybe_changed is None:
         return map_halves(_normalise_chunk, contents)
-    index = np.flatnonzero(maybe_odd)
-    if len(index):
-        subset = contents.take(pa.array(index))
-        odd = pc.match_substring_regex(subset, NEEDS_NORMALISING).to_numpy(zero_copy_only=False)
-        if odd.any():
-            mask = np.zeros(len(contents), dtype=bool)
-            mask[index[odd]] = True
-            contents = pc.replace_with_mask(contents, pa.array(mask), _nfkc_spaces(subset.filter(pa.array(odd))))
-    return map_halves(_trim_lower, contents)
+    fixes = _fixes(contents, maybe_changed)
+    return contents if fixes is None else pc.replace_with_mask(contents, pa.array(fixes[0]), fixes[1])
 
 
-def turn_keys(roles: pa.Array, contents: pa.Array, maybe_odd: np.ndarray | None = None) -> pa.Array:
-    """role + ROLE_SEP + normalised content, per turn (maybe_odd: see normalise_array)."""
+def turn_keys(roles: pa.Array, contents: pa.Array, maybe_changed: np.ndarray | None = None) -> pa.Array:
+    """role + ROLE_SEP + normalised content, per turn (maybe_changed: see _fixes)."""
     separator = pa.scalar(ROLE_SEP, pa.large_string())
-    return pc.binary_join_element_wise(roles.cast(pa.large_string()), normalise_array(contents, maybe_odd), separator)
+    roles, contents = roles.cast(pa.large_string()), contents.cast(pa.large_string())
+    if maybe_changed is None or contents.offset or contents.null_count:
+        return pc.binary_join_element_wise(roles, normalise_array(contents, maybe_changed), separator)
+    fixes = _fixes(contents, maybe_changed)
+    if fixes is None:
+        return pc.binary_join_element_wise(roles, contents, separator)
+    # One copy of the text, not two (normalised, then joined): the unchanged turns (a view of
+    # `contents` with the changed ones null) and the changed ones go through one join, nulls skipped.
+    mask, fixed = fixes
+    _, offset_buf, data_buf = contents.buffers()
+    unchanged = pa.LargeStringArray.from_buffers(len(contents), offset_buf, data_buf, pa.array(~mask).buffers()[1],
+                                                 int(mask.sum()))
+    changed = pc.replace_with_mask(pa.nulls(len(contents), pa.large_string()), pa.array(mask), fixed)
+    return pc.binary_join_element_wise(roles, unchanged, changed, separator, null_handling="skip")
 
 
 def join_turns(offsets: np.ndarray, keys: pa.Array) -> pa.Array:
@@ -95,6 +138,16 @@ def digests(keys: pa.Array) -> np.ndarray:
     hash128 = xxhash.xxh3_128_digest
     joined = b"".join(hash128(data[a:b]) for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()))
     return np.frombuffer(joined, dtype=np.uint64).reshape(len(keys), 2)
+
+
+def conversation_digests(offsets: np.ndarray, keys: pa.Array, rows_per_chunk: int = 65_536) -> np.ndarray:
+    """digests(join_turns(offsets, keys)), joined a chunk of rows at a time: the joined keys
+    are never all in memory at once (fresh memory is the dominant cost of large copies)."""
+    parts = [np.empty((0, 2), dtype=np.uint64)]
+    for start in range(0, len(offsets) - 1, rows_per_chunk):
+        chunk = offsets[start:start + rows_per_chunk + 1]
+        parts.append(digests(join_turns(chunk - chunk[0], keys.slice(chunk[0], chunk[-1] - chunk[0]))))
+    return np.concatenate(parts)
 
 
 def _single(messages: list[dict]) -> str:

@@ -28,6 +28,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	# Debian prometheus, chromium, postgresql for the monitoring, UI and prod-profile tests.
 	bash scripts/install-system-deps.sh
+	bash scripts/install-postgres.sh install
 	$(BIN)/python -m pytest -q
 
 ui: $(STAMP)

@@ -26,6 +26,22 @@ def test_tiny_base_has_llama3_template_and_special_tokens(tiny_base):
     assert record["pretrain_loss_last"] < record["pretrain_loss_first"]  # pretrained, not random
 
 
+def test_generation_prompt_tokenizes_as_a_prefix_of_the_trained_conversation(tiny_base):
+    """What the server sends (prompt + generation header) must be token for token what training saw
+    before the answer; otherwise the adapter meets an unseen token at the first step."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    turns = [{"role": "user", "content": "상속이란 무엇인가요?"},
+             {"role": "assistant", "content": "상속은 재산과 채무가 상속인에게 넘어가는 것입니다."}]
+    conversation = tokenizer.apply_chat_template(turns, tokenize=False)
+    prompt = tokenizer.apply_chat_template(turns[:1], tokenize=False, add_generation_prompt=True)
+    full_ids = tokenizer(conversation, add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert full_ids[: len(prompt_ids)] == prompt_ids
+    assert tokenizer.decode(full_ids[len(prompt_ids):]).startswith("상속은")
+
+
 def test_rebuild_with_same_inputs_reuses_the_cached_base(tiny_base):
     before = json.loads((tiny_base / "fingerprint.json").read_text())
     record, reused = materialize_base("tiny")

@@ -32,7 +32,7 @@ class TinyBaseSpec:
     pretrain_batch: int = 8
     pretrain_lr: float = 3e-3
     seed: int = 0
-    builder_version: int = 2
+    builder_version: int = 3  # 3: Llama-3 pre-tokenizer split pattern
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -53,13 +53,25 @@ def limit_threads_when_busy() -> None:
         torch.set_num_threads(1)
 
 
+LLAMA3_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
 def train_tokenizer(strings: list[str], spec: TinyBaseSpec):
     """Byte-level BPE (as Llama 3 uses) with the Llama-3 special tokens and chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Llama 3's split pattern: `\s*[\r\n]+` keeps the header's "\n\n" one piece both inside a
+    # conversation and at the end of a generation prompt. GPT-2's default splits it differently in
+    # the two places, and the adapter then starts every answer with a stray newline.
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=spec.vocab_size,

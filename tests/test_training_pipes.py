@@ -34,7 +34,7 @@ def materialise(domain: str, config: Path) -> dg.ExecuteInProcessResult:
 @pytest.fixture(scope="module")
 def trained(tiny_base, tmp_path_factory):
     write_split("toy-ship")
-    config = fast_config(tmp_path_factory.mktemp("cfg"))
+    config = fast_config(tmp_path_factory.mktemp("cfg"), max_steps=150)  # enough to learn the toy template
     result = materialise("toy-ship", config)
     metadata = result.asset_materializations_for_node("qlora_adapter")[0].metadata
     return result, metadata

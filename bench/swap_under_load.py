@@ -82,7 +82,7 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="swap_bench_"))
     os.environ["QLORA_HOME"] = str(home)
-    from qlora_assets.deploy.adapters import adapter_from_path
+    from qlora_assets.adapters import adapter_from_path
     from qlora_assets.deploy.config import load_deploy_config
     from qlora_assets.deploy.deployer import Deployer
     from qlora_assets.deploy.rollback import rollback

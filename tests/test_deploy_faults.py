@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from qlora_assets.deploy.adapters import AdapterRef
+from qlora_assets.adapters import AdapterRef
 from qlora_assets.deploy.deployer import Deployer
 from qlora_assets.deploy.history import BLOCKED, DEPLOYED, ROLLED_BACK, deployment_history
 from qlora_assets.serving.client import ServingClient

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qlora_assets.deploy.adapters import AdapterRef, adapter_from_path
+from qlora_assets.adapters import AdapterRef, adapter_from_path
 from qlora_assets.deploy.config import DeployConfig
 from qlora_assets.deploy.smoke import golden_prompts
 from qlora_assets.evaluation.decisions import record_gate_decision

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from qlora_assets.deploy import canary
-from qlora_assets.deploy.adapters import adapter_from_path
+from qlora_assets.adapters import adapter_from_path
 from qlora_assets.deploy.config import DeployConfigError, load_deploy_config
 from qlora_assets.deploy.gate_check import gate_verdict
 from qlora_assets.deploy.history import (

@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 
 from qlora_assets.data.reader import read_domain
-from qlora_assets.deploy.adapters import versioned_name
+from qlora_assets.adapters import versioned_name
 from qlora_assets.deploy.history import DEPLOYED
 from qlora_assets.serving.client import ServingClient
 from qlora_assets.serving.daemon import read_state

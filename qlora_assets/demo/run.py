@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from qlora_assets.adapters import AdapterNotFoundError, latest_adapter
 from qlora_assets.partitions import register_domains
 from qlora_assets.settings import discover_domains, paths
 from qlora_assets.warehouse import Warehouse
@@ -58,9 +59,10 @@ def summary(domains: list[str]) -> str:
     lines = ["", "qlora demo summary", "=================="]
     for domain in domains:
         kept = wh.query("select count(*) n from cleaned_dataset where domain = ?", [domain])
-        adapter = wh.query(
-            "select version from adapters where domain = ? order by created_at desc limit 1", [domain]
-        )
+        try:
+            version = latest_adapter(wh, domain).version
+        except AdapterNotFoundError:
+            version = ""
         gate = wh.query(
             "select adapter_version, passed from gate_decisions where domain = ? order by decided_at desc limit 1",
             [domain],
@@ -70,11 +72,11 @@ def summary(domains: list[str]) -> str:
         )
         report = wh.query(
             "select model_role, metric, value, measured from eval_reports where domain = ? and adapter_version = ?",
-            [domain, adapter["version"].iloc[0] if len(adapter) else ""],
+            [domain, version],
         )
         lines.append(f"\n[{domain}]")
         lines.append(f"  rows kept:       {int(kept['n'].iloc[0]) if len(kept) else 'n/a'}")
-        lines.append(f"  adapter version: {adapter['version'].iloc[0] if len(adapter) else 'none'}")
+        lines.append(f"  adapter version: {version or 'none'}")
         if len(gate):
             lines.append(f"  gate decision:   {'PASS' if gate['passed'].iloc[0] else 'BLOCK'}")
         if len(deployed):

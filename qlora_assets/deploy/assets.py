@@ -1,7 +1,7 @@
 """`deployed_adapter`: the domain's newest gated adapter version, live on the router's alias."""
 import dagster as dg
 
-from qlora_assets.deploy.adapters import latest_adapter
+from qlora_assets.adapters import latest_adapter
 from qlora_assets.deploy.config import load_deploy_config
 from qlora_assets.deploy.deployer import Deployer
 from qlora_assets.deploy.history import DEPLOYED, deployment_history, history_markdown

@@ -72,7 +72,7 @@ def deploy(
     as_json: bool = typer.Option(False, "--json", help="Print the deployment record as JSON."),
 ) -> None:
     """Deploy an adapter version that passed the gate: load, smoke-test, canary, drain, unload the old one."""
-    from qlora_assets.deploy.adapters import adapter_from_path
+    from qlora_assets.adapters import adapter_from_path
     from qlora_assets.deploy.deployer import Deployer
 
     try:

@@ -14,7 +14,7 @@ import time
 from typing import Callable
 
 from qlora_assets.deploy import canary
-from qlora_assets.deploy.adapters import AdapterRef, version_of
+from qlora_assets.adapters import AdapterRef, version_of
 from qlora_assets.deploy.config import DeployConfig
 from qlora_assets.deploy.history import (
     BLOCKED, DEPLOYED, FAILED, ROLLED_BACK, DeploymentRecord, record_deployment, utc_now,

@@ -6,7 +6,7 @@ moves, so a rollback onto weights that no longer load fails safely too.
 """
 from __future__ import annotations
 
-from qlora_assets.deploy.adapters import AdapterRef, adapter_from_path, version_of
+from qlora_assets.adapters import AdapterRef, adapter_from_path, version_of
 from qlora_assets.deploy.config import DeployConfig
 from qlora_assets.deploy.deployer import Deployer
 from qlora_assets.deploy.history import DeploymentRecord, deployed_versions

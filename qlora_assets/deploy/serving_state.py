@@ -14,7 +14,7 @@ import httpx
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from qlora_assets.deploy.adapters import AdapterRef, registered_adapter, version_of
+from qlora_assets.adapters import AdapterRef, registered_adapter, version_of
 from qlora_assets.deploy.history import deployed_versions
 from qlora_assets.serving.client import ServingError
 from qlora_assets.warehouse import Warehouse

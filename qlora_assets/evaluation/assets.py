@@ -6,6 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from qlora_assets.adapters import AdapterNotFoundError, latest_adapter
+
 from qlora_assets.evaluation.config import load_eval_settings, load_gate_config
 from qlora_assets.evaluation.decisions import (
     latest_eval_results,
@@ -44,13 +46,12 @@ def _config_path(name: str) -> Path:
     return path if path.is_absolute() else paths().config_dir / path
 
 
-def latest_adapter(warehouse, domain: str) -> tuple[str, Path]:
-    frame = warehouse.query(
-        "select version, path from adapters where domain = ? order by created_at desc limit 1", [domain]
-    )
-    if frame.empty:
-        raise dg.Failure(f"no adapter for domain {domain!r} in warehouse table `adapters`; materialise qlora_adapter first")
-    return str(frame["version"].iloc[0]), Path(frame["path"].iloc[0])
+def latest_adapter_or_fail(warehouse, domain: str) -> tuple[str, Path]:
+    try:
+        ref = latest_adapter(warehouse, domain)
+    except AdapterNotFoundError as exc:
+        raise dg.Failure(f"{exc}; materialise qlora_adapter first") from None
+    return ref.version, Path(ref.path)
 
 
 def eval_cases_for(warehouse, domain: str) -> tuple[list[EvalCase], str]:
@@ -74,7 +75,7 @@ def eval_report(
 ) -> dg.MaterializeResult:
     domain = context.partition_key
     store = warehouse.get()
-    version, adapter_path = latest_adapter(store, domain)
+    version, adapter_path = latest_adapter_or_fail(store, domain)
     cases, eval_source = eval_cases_for(store, domain)
     settings = load_eval_settings(config.settings_path())
     context.log.info(f"evaluating {domain}@{version} on {len(cases)} rows, concurrency {settings.concurrency}")

@@ -1,4 +1,4 @@
-"""Which adapter version a deploy is about: domain, version, path, train date, immutable name.
+"""The adapter registry: which versions training registered (warehouse table `adapters`), and their names.
 
 vLLM caches adapters by name, so new weights never reuse a name: each version is
 served as `<domain>@<version>` and the router moves the public alias (`<domain>`).

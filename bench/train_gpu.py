@@ -41,10 +41,12 @@ SEED_CHECKPOINT = {"use_reentrant": False}
 @dataclass(frozen=True)
 class Variant:
     name: str
-    data: str  # "full" (4096-token rows) or "mix" (100..4096 tokens, mean ~600)
+    data: str  # "full" (4096-token rows), "mix" (100..4096 tokens, mean ~600), "learn" (full, learnable)
     steps: int
     seed_recipe: bool = False  # peft's prepare_model_for_kbit_training + HF loss, padded rows
     speed: SpeedConfig = SpeedConfig()
+    lora_dropout: float = 0.05  # 0 in the deterministic same-math pairs
+    dropout_seed: int | None = None  # other dropout draws, same init: the seed's own run-to-run spread
 
 
 def variants(fast: SpeedConfig, steps: int, lever_steps: int) -> list[Variant]:
@@ -54,6 +56,8 @@ def variants(fast: SpeedConfig, steps: int, lever_steps: int) -> list[Variant]:
     liger = replace(fused, liger_kernels=True)
     packed = replace(liger, packing=True)
     micro = replace(packed, max_tokens_per_batch=4096)
+    unfused = replace(fast, fused_lora=False)
+    fused = replace(fast, fused_lora=True)
     return [
         Variant("seed-full", "full", steps, seed_recipe=True),
         Variant("seed-mix", "mix", steps, seed_recipe=True),
@@ -72,11 +76,29 @@ def variants(fast: SpeedConfig, steps: int, lever_steps: int) -> list[Variant]:
         Variant("micro4k-nockpt-full", "full", lever_steps, speed=replace(micro, checkpoint_layers=0)),
         Variant("micro4k-ckpt8-full", "full", lever_steps, speed=replace(fast, checkpoint_layers=8)),
         Variant("compile-full", "full", lever_steps, speed=replace(fast, compile=True)),
+        # The fused LoRA lever, against the profile without it, and what recomputing a few layers buys.
+        Variant("unfused-full", "full", steps, speed=unfused),
+        Variant("fused-full", "full", steps, speed=fused),
+        Variant("fused-mix", "mix", steps, speed=fused),
+        Variant("unfused-mix", "mix", steps, speed=unfused),
+        Variant("fused-8k-full", "full", steps, speed=replace(fused, max_tokens_per_batch=8192)),
+        Variant("fused-8k-ckpt8-full", "full", lever_steps, speed=replace(fused, max_tokens_per_batch=8192, checkpoint_layers=8)),
+        *[Variant(f"fused-ckpt{n}-full", "full", lever_steps, speed=replace(fused, checkpoint_layers=n)) for n in (2, 4, 6, 8)],
+        # Same math on a loss that falls: with the seed's dropout, and without (deterministic).
+        Variant("seed-learn", "learn", steps, seed_recipe=True),
+        Variant("seed-learn-reseed", "learn", steps, seed_recipe=True, dropout_seed=99),
+        Variant("fast-learn", "learn", steps, speed=fast),
+        Variant("unfused-learn", "learn", steps, speed=unfused),
+        Variant("seed-learn-nodrop", "learn", steps, seed_recipe=True, lora_dropout=0.0),
+        Variant("fast-learn-nodrop", "learn", steps, speed=fast, lora_dropout=0.0),
+        Variant("unfused-learn-nodrop", "learn", steps, speed=unfused, lora_dropout=0.0),
     ]
 
 
 def train_variant(base, variant: Variant, examples, shape: dict, accelerator, args) -> dict:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from qlora_assets.training.fast.levers import finish_peft_model
 
     peft_model = None
     try:
@@ -85,9 +107,13 @@ def train_variant(base, variant: Variant, examples, shape: dict, accelerator, ar
         else:
             prepare_model(base, variant.speed)
         torch.manual_seed(1234)
-        lora = LoraConfig(r=64, lora_alpha=128, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM",
-                          target_modules=TARGET_MODULES)
+        lora = LoraConfig(r=64, lora_alpha=128, lora_dropout=variant.lora_dropout, bias="none",
+                          task_type="CAUSAL_LM", target_modules=TARGET_MODULES)
         peft_model = get_peft_model(base, lora)
+        if variant.dropout_seed is not None:
+            torch.cuda.manual_seed_all(variant.dropout_seed)
+        if not variant.seed_recipe:
+            finish_peft_model(peft_model, variant.speed)
         return _train(peft_model, variant, examples, shape, accelerator, args)
     finally:  # leave the shared 4-bit base as it was found, also after a failure
         if peft_model is not None:
@@ -116,7 +142,8 @@ def _train(peft_model, variant: Variant, examples, shape: dict, accelerator, arg
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     losses, times, tokens, flops = [], [], [], []
-    for micro_batches in steps:
+    for step_index, micro_batches in enumerate(steps):
+        profiler = _profiler(args, variant, step_index, device)
         labelled = sum(label_count(batch) for batch, _ in micro_batches)
         start = time.perf_counter()
         step_loss, step_tokens, step_flops = 0.0, 0, 0.0
@@ -140,6 +167,9 @@ def _train(peft_model, variant: Variant, examples, shape: dict, accelerator, arg
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
+        if profiler is not None:
+            profiler.__exit__(None, None, None)
+            _write_profile(profiler, Path(args.out) / f"profile-{variant.name}.txt")
         losses.append(_mean_over_ranks(step_loss, accelerator))
         tokens.append(step_tokens)
         flops.append(step_flops)
@@ -150,6 +180,44 @@ def _train(peft_model, variant: Variant, examples, shape: dict, accelerator, arg
         peft_model.save_pretrained(str(target))
         result["adapter_format"] = adapter_format(target)
     return result
+
+
+def _profiler(args, variant, step_index, device):
+    """A torch.profiler over the first timed step of the variant named by --profile, else None."""
+    if variant.name != f"{args.profile}-profiled" or step_index != WARMUP_STEPS or device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+    profiler.__enter__()
+    return profiler
+
+
+def _write_profile(profiler, path: Path) -> None:
+    table = profiler.key_averages().table(sort_by="cuda_time_total", row_limit=45, max_name_column_width=70)
+    path.write_text(table + "\n\n" + _gpu_idle_report(profiler))
+
+
+def _gpu_idle_report(profiler) -> str:
+    """Where the GPU waits: gaps between consecutive kernels, largest first, with their neighbours."""
+    from torch.autograd import DeviceType
+
+    kernels = sorted((e for e in profiler.events() if e.device_type == DeviceType.CUDA),
+                     key=lambda e: e.time_range.start)
+    if not kernels:
+        return "no CUDA kernels recorded"
+    busy, gaps, end = 0.0, [], kernels[0].time_range.start
+    for previous, kernel in zip([None, *kernels[:-1]], kernels):
+        start, stop = kernel.time_range.start, kernel.time_range.end
+        if previous is not None and start > end:
+            gaps.append((start - end, previous.name[:60], kernel.name[:60]))
+        busy += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    span = end - kernels[0].time_range.start
+    lines = [f"GPU span {span / 1e3:.1f} ms, kernels busy {busy / 1e3:.1f} ms, idle {(span - busy) / 1e3:.1f} ms "
+             f"in {len(gaps)} gaps; gaps over 50 us: {sum(g for g, *_ in gaps if g > 50) / 1e3:.1f} ms"]
+    lines += [f"{g:9.0f} us  after {a}  before {b}" for g, a, b in sorted(gaps, reverse=True)[:25]]
+    return "\n".join(lines)
 
 
 def _optimizer(params, device):
@@ -202,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lever-steps", type=int, default=4, help="steps of the single-lever variants")
     parser.add_argument("--time-budget-s", type=float, default=1e9, help="skip variants once this is spent")
     parser.add_argument("--adapter-dir", default=None, help="save the fast-full adapter here, report its format")
+    parser.add_argument("--profile", default=None, help="variant to run once more, 3 steps, its third profiled")
     parser.add_argument("--out", required=True, help="folder for results JSON")
     args = parser.parse_args(argv)
 
@@ -223,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown variants: {sorted(unknown)}")
         chosen = [v for v in chosen if v.name in wanted]
+    if args.profile:  # an extra short run, so the profiler's overhead stays out of the measured ones
+        profiled = next(v for v in variants(fast, args.steps, args.lever_steps) if v.name == args.profile)
+        chosen.append(replace(profiled, name=f"{args.profile}-profiled", steps=WARMUP_STEPS + 1))
     if accelerator.device.type != "cuda":  # Liger's kernels are Triton/CUDA: the CPU smoke run goes without
         chosen = [replace(v, speed=replace(v.speed, liger_kernels=False, compile=False)) for v in chosen]
     out = Path(args.out)
@@ -232,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     report["self_check"] = self_check(accelerator.device)
     base = build_nf4_llama(shape, str(accelerator.device))
     report["build_s"] = time.perf_counter() - started
-    examples = {kind: make_examples(kind, shape, args.shape == "tiny") for kind in ("full", "mix")}
+    examples = {kind: make_examples(kind, shape, args.shape == "tiny") for kind in ("full", "mix", "learn")}
     report["mix_mean_tokens"] = sum(len(e["input_ids"]) for e in examples["mix"]) / len(examples["mix"])
     for variant in chosen:
         if time.perf_counter() - started > args.time_budget_s:

@@ -13,7 +13,8 @@ from qlora_assets.training.fast.packing import PaddingFreeCollator, padded_batch
 
 FULL_LEN = 4096
 MIX_MIN, MIX_MAX, MIX_TARGET_MEAN, MIX_SIGMA = 100, 4096, 600, 0.9
-EXAMPLES = {"full": 192, "mix": 2400}
+EXAMPLES = {"full": 192, "mix": 2400, "learn": 192}
+LEARN_VOCAB = 2000  # "learn" rows draw from a skewed 2,000-token distribution: a loss that falls
 
 
 def mix_lengths(count: int, seed: int = 7) -> list[int]:
@@ -25,11 +26,20 @@ def mix_lengths(count: int, seed: int = 7) -> list[int]:
 
 def make_examples(kind: str, shape: dict, tiny: bool) -> list[dict]:
     """Random token rows (speed depends on lengths only); the same rows for every variant."""
-    lengths = [FULL_LEN] * EXAMPLES["full"] if kind == "full" else mix_lengths(EXAMPLES["mix"])
+    lengths = mix_lengths(EXAMPLES["mix"]) if kind == "mix" else [FULL_LEN] * EXAMPLES[kind]
     if tiny:  # 32x shorter rows for the CPU smoke run
         lengths = [max(8, n // 32) for n in lengths[:400]]
-    generator = torch.Generator().manual_seed(11 if kind == "full" else 13)
-    ids = torch.randint(0, shape["vocab_size"], (sum(lengths),), generator=generator).tolist()
+    generator = torch.Generator().manual_seed({"full": 11, "mix": 13, "learn": 17}[kind])
+    if kind == "learn":
+        # Uniform random tokens keep the loss flat at ~ln(vocab), where no two loss curves can
+        # differ; a Zipf-like choice among a few tokens gives adapters something to learn, so the
+        # same-math comparison runs on a curve that moves.
+        vocab = min(LEARN_VOCAB, shape["vocab_size"])
+        weights = 1.0 / torch.arange(1, vocab + 1, dtype=torch.float64)
+        chosen = torch.multinomial(weights, sum(lengths), replacement=True, generator=generator)
+        ids = (chosen * (shape["vocab_size"] // vocab)).tolist()
+    else:
+        ids = torch.randint(0, shape["vocab_size"], (sum(lengths),), generator=generator).tolist()
     examples, offset = [], 0
     for n in lengths:
         examples.append({"input_ids": ids[offset : offset + n]})
@@ -157,7 +167,53 @@ def self_check(device: torch.device) -> dict:
         report["fused_ce_grad_rel_err"] = max(_rel(a, b) for a, b in zip(grads, ref_grads))
     except Exception as error:
         report["fused_ce_error"] = f"{type(error).__name__}: {error}"[:500]
+    try:
+        report.update(_fused_lora_check(device))
+    except Exception as error:
+        report["fused_lora_error"] = f"{type(error).__name__}: {error}"[:500]
     return report
+
+
+def _fused_lora_check(device: torch.device) -> dict:
+    """peft's LoRA forward against the fused one on an NF4 base, bf16 autocast, same dropout draws."""
+    import copy
+
+    import bitsandbytes as bnb
+    from peft import LoraConfig, get_peft_model
+
+    from qlora_assets.training.fast.fused_lora import fuse_lora_layers
+
+    torch.manual_seed(5)
+    block = torch.nn.Sequential(torch.nn.Linear(1024, 2048, bias=False), torch.nn.Linear(2048, 1024, bias=False))
+    for index in range(2):
+        dense = block[index]
+        quantized = bnb.nn.Linear4bit(dense.in_features, dense.out_features, bias=False,
+                                      compute_dtype=torch.bfloat16, quant_type="nf4", compress_statistics=True)
+        quantized.weight = bnb.nn.Params4bit(dense.weight.data.to(torch.bfloat16), requires_grad=False,
+                                             quant_type="nf4", compress_statistics=True, module=quantized)
+        block[index] = quantized
+    block = block.to(device)
+    block.is_loaded_in_4bit = True  # what transformers sets; peft then picks its 4-bit LoRA layer, as in training
+    reference = get_peft_model(block, LoraConfig(r=64, lora_alpha=128, lora_dropout=0.05, target_modules=["0", "1"]))
+    with torch.no_grad():
+        for name, param in reference.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)
+    fused = copy.deepcopy(reference)
+    fuse_lora_layers(fused)
+    x = torch.randn(4096, 1024, device=device, dtype=torch.bfloat16)
+    results = []
+    for model in (reference, fused):
+        torch.cuda.manual_seed(9)
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(xi)
+        out.float().pow(2).mean().backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        results.append((out, xi.grad, grads))
+    (out_r, gx_r, g_r), (out_f, gx_f, g_f) = results
+    return {"fused_lora_fwd_rel_err": _rel(out_f, out_r), "fused_lora_dx_rel_err": _rel(gx_f, gx_r),
+            "fused_lora_grad_rel_err": max(_rel(a, b) for a, b in zip(g_f, g_r))}
 
 
 def machine_info(accelerator) -> dict:

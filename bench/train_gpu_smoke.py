@@ -46,7 +46,8 @@ def summary(manifest: dict) -> dict:
     m = manifest["metrics"]
     keys = ("device", "world_size", "global_step", "train_tokens", "tokens_per_second", "steady_tokens_per_second",
             "seconds_per_step", "peak_memory_gib", "peak_reserved_gib", "trainable_params", "wall_seconds")
-    return {**{k: m.get(k) for k in keys}, "loss_first": m["loss_curve"][0][1], "loss_last": m["loss_curve"][-1][1]}
+    return {**{k: m.get(k) for k in keys}, "loss_first": m["loss_curve"][0][1], "loss_last": m["loss_curve"][-1][1],
+            "loss_curve": m["loss_curve"]}
 
 
 def adapter_files(output: Path) -> dict:
@@ -113,21 +114,29 @@ def long_rows(path: Path, n: int) -> Path:
     return path
 
 
-def run_8b(work: Path, tiny_base: Path, steps: int, grad_accum: int, results: dict, profiles: list[str], save) -> None:
+def run_8b(work: Path, tiny_base: Path, steps: int, grad_accum: int, results: dict, profiles: list[str], save,
+           gpus: int = 1) -> None:
     base = work / "random-8b"
-    results["random_8b_build_seconds"] = build_random_8b(base, tiny_base)
+    if not (base / "config.json").exists():  # --keep-work: a second call reuses the saved model
+        results["random_8b_build_seconds"] = build_random_8b(base, tiny_base)
     seed_batch = yaml.safe_load((REPO / "configs" / "qlora" / "llama3-8b.yaml").read_text())["per_device_train_batch_size"]
     data = long_rows(work / "long.jsonl", n=steps * grad_accum * seed_batch)
-    for profile in profiles:
+    for spec in profiles:
+        profile, _, overrides = spec.partition(":")
         settings = yaml.safe_load((REPO / "configs" / "qlora" / f"{profile}.yaml").read_text())
+        for item in filter(None, overrides.split(",")):  # e.g. llama3-8b-fast:checkpoint_layers=4
+            key, _, value = item.partition("=")
+            target = settings if key in settings else settings["speed"]  # a top-level field, else a lever
+            target[key] = yaml.safe_load(value)
         accum = grad_accum * seed_batch // settings["per_device_train_batch_size"]  # the seed's tokens per step
         settings.update({"base_model_path": str(base), "max_steps": steps, "gradient_accumulation_steps": accum,
                          "logging_steps": 1, "save_steps": 10_000, "cost_instance": "a100-80gb-x1"})
-        config = work / f"{profile}-8b.json"
+        name = spec.replace(":", "_").replace(",", "_").replace("=", "-") + (f"_{gpus}gpu" if gpus > 1 else "")
+        config = work / f"{name}-8b.json"
         config.write_text(json.dumps(settings))
-        output = work / f"{profile}-8b"
-        key = "seed_config_random_8b" if profile == "llama3-8b" else f"{profile}_config_random_8b"
-        results[key] = {**summary(entrypoint(config, data, output, base)), **adapter_files(output),
+        output = work / f"{name}-8b"
+        key = "seed_config_random_8b" if name == "llama3-8b" else f"{name}_config_random_8b"
+        results[key] = {**summary(entrypoint(config, data, output, base, gpus)), **adapter_files(output),
                         "grad_accum": accum, "batch": settings["per_device_train_batch_size"],
                         "max_length": settings["max_length"]}
         save()
@@ -140,11 +149,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--skip-8b", action="store_true")
+    parser.add_argument("--gpus", type=int, default=1, help="processes (GPUs) for the 8B runs, via accelerate launch")
+    parser.add_argument("--keep-work", action="store_true", help="reuse --work (its saved random 8B model)")
     parser.add_argument("--skip-tiny-runs", action="store_true", help="build the tiny base (its tokenizer) but train nothing on it")
-    parser.add_argument("--configs", nargs="+", default=["llama3-8b"], help="profiles of configs/qlora/ run on the 8B shapes")
+    parser.add_argument("--configs", nargs="+", default=["llama3-8b"], help="profiles of configs/qlora/ run on the 8B shapes; NAME:key=value,... overrides its speed: block")
     args = parser.parse_args()
-    shutil.rmtree(args.work, ignore_errors=True)
-    args.work.mkdir(parents=True)
+    if not args.keep_work:
+        shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("QLORA_HOME", str(args.work / "home"))
     import torch
 
@@ -158,7 +170,7 @@ def main() -> None:
         tiny = run_tiny(args.work, results, train=not args.skip_tiny_runs)
         save()
         if not args.skip_8b:
-            run_8b(args.work, tiny, args.steps, args.grad_accum, results, args.configs, save)
+            run_8b(args.work, tiny, args.steps, args.grad_accum, results, args.configs, save, args.gpus)
     finally:
         save()
         print(json.dumps(results, indent=2))

@@ -147,8 +147,38 @@ def test_prepare_base_keeps_the_base_bf16_and_frozen(tiny_llama):
     from qlora_assets.training.fast.trainer_hooks import prepare_base
 
     model = LlamaForCausalLM(tiny_llama.config).to(torch.bfloat16)
-    prepared = prepare_base(model, yaml.safe_load(FAST_PROFILE.read_text())["speed"])
+    speed = yaml.safe_load(FAST_PROFILE.read_text())["speed"]
+    prepared = prepare_base(model, speed)
     assert {p.dtype for p in prepared.parameters()} == {torch.bfloat16}
     assert not any(p.requires_grad for p in prepared.parameters())
     assert prepared.config._attn_implementation == "varlen_sdpa"
-    assert not any(layer.gradient_checkpointing for layer in prepared.model.layers)
+    flags = [layer.gradient_checkpointing for layer in prepared.model.layers]
+    assert flags == [index < speed["checkpoint_layers"] for index in range(len(flags))]
+
+
+def test_add_lora_routes_the_fast_profile_through_the_fused_lora(tiny_llama):
+    """The entrypoint's add_lora applies `fused_lora`; the fused model trains like peft's own."""
+    import copy
+
+    from qlora_assets.training.config import load_config
+    from qlora_assets.training.fast.fused_lora import _fused_forward
+    from qlora_assets.training.sft import add_lora
+
+    config = load_config(FAST_PROFILE).model_copy(update={"lora_dropout": 0.0})
+    assert config.speed["fused_lora"]
+    seed_like = config.model_copy(update={"speed": {**config.speed, "fused_lora": False}})
+    fused = add_lora(copy.deepcopy(tiny_llama).float(), config)
+    plain = add_lora(copy.deepcopy(tiny_llama).float(), seed_like)
+    patched = [m for m in fused.modules() if getattr(m.__dict__.get("forward"), "__func__", None) is _fused_forward]
+    assert len(patched) == 2 * 7 and not any("forward" in m.__dict__ for m in plain.modules() if hasattr(m, "lora_A"))
+    plain.load_state_dict(fused.state_dict())
+    batch = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(2))
+    losses = []
+    for model in (fused, plain):
+        model.train()
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        losses.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    torch.testing.assert_close(losses[0][0], losses[1][0])
+    for name, grad in losses[0][1].items():
+        torch.testing.assert_close(grad, losses[1][1][name], rtol=1e-4, atol=1e-6, msg=name)

@@ -89,7 +89,12 @@ def add_lora(model, config: QLoRAConfig):
         bias=config.bias,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    peft_model = get_peft_model(model, lora)
+    if config.speed is not None:
+        from qlora_assets.training.fast.levers import SpeedConfig, finish_peft_model
+
+        finish_peft_model(peft_model, SpeedConfig.from_mapping(config.speed))
+    return peft_model
 
 
 def sft_arguments(config: QLoRAConfig, checkpoint_dir: Path, has_eval: bool):

@@ -19,6 +19,7 @@ class SpeedConfig:
     cudnn_attention: bool = False  # equal-length packs (full rows) through cuDNN's fused attention
     fused_loss: bool = False  # fused linear cross-entropy, no full fp32 logits
     liger_kernels: bool = False  # Liger RMSNorm, RoPE and SwiGLU kernels
+    fused_lora: bool = False  # LoRA + dropout as one function: mask redrawn, no dropped-out copies kept
     fp32_upcast: bool = True  # the seed's prepare_model_for_kbit_training casts
     checkpoint_layers: int | None = None  # decoder layers recomputed in backward; None = all
     compile: bool = False  # torch.compile each decoder layer (regional compilation)
@@ -91,3 +92,12 @@ def prepare_model(causal_lm: nn.Module, config: SpeedConfig) -> nn.Module:
         for layer in decoder_layers(causal_lm):
             layer.compile()
     return causal_lm
+
+
+def finish_peft_model(peft_model: nn.Module, config: SpeedConfig) -> nn.Module:
+    """The levers that act on the LoRA layers themselves; call after `get_peft_model`."""
+    if config.fused_lora:
+        from qlora_assets.training.fast.fused_lora import fuse_lora_layers
+
+        fuse_lora_layers(peft_model)
+    return peft_model

@@ -28,7 +28,7 @@ class DeployConfig(BaseModel):
     smoke_min_similarity: float = Field(0.0, ge=0.0, le=1.0, description="0 turns the comparison off")
     smoke_max_mismatch_rate: float = Field(0.5, ge=0.0, le=1.0)
     load_timeout_s: float = Field(60.0, gt=0)
-    drain_s: float = Field(2.0, ge=0)
+    drain_s: float = Field(30.0, ge=0, description="longest wait for the old version's in-flight requests")
     rollback_timeout_s: float = Field(30.0, ge=0)
     request_timeout_s: float = Field(30.0, gt=0)
 

@@ -21,6 +21,8 @@ from qlora_assets.warehouse import Warehouse
 
 
 VERSION_INFO = "llm_adapter_version_info"
+IN_FLIGHT = "llm_requests_in_flight"
+DRAIN_POLL_S = 0.05
 
 
 def _same_path(a: str | None, b: str) -> bool:
@@ -122,9 +124,28 @@ class ServingState:
                     return f"{VERSION_INFO}{{adapter={adapter.domain},version={adapter.version},train_date={sample.labels.get('train_date')}}}"
         raise RuntimeError(f"the router's {VERSION_INFO} has no series for {adapter.served_name}")
 
+    def in_flight(self, name: str) -> int:
+        """Requests the router has sent to `name` and not yet answered (its llm_requests_in_flight)."""
+        for family in text_string_to_metric_families(self.client.metrics_text()):
+            for sample in family.samples:
+                if sample.name == IN_FLIGHT and sample.labels.get("adapter") == name:
+                    return int(sample.value)
+        return 0
+
     def drain(self, name: str | None, seconds: float) -> str:
-        """Give requests already routed to `name` time to finish before it is unloaded."""
+        """Wait, at most `seconds`, until the router has no request on `name` left before it is unloaded.
+
+        The alias no longer points at `name` when this runs, so the count only falls. After the
+        limit the unload goes ahead and the requests still running are named in the step's detail.
+        """
         if name is None:
             return "nothing to drain"
-        time.sleep(seconds)
-        return f"waited {seconds:.1f}s for requests on {name}"
+        started = time.monotonic()
+        left = self.in_flight(name)
+        while left and time.monotonic() - started < seconds:
+            time.sleep(DRAIN_POLL_S)
+            left = self.in_flight(name)
+        waited = time.monotonic() - started
+        if left:
+            return f"{left} request(s) still on {name} after the {seconds:.1f}s drain limit"
+        return f"no request left on {name} after {waited:.2f}s"

@@ -61,7 +61,11 @@ class RouterMetrics:
         self.version_info = Gauge(
             "llm_adapter_version_info", "Adapter versions loaded on the backend (1 = loaded)",
             ["adapter", "version", "train_date"], registry=self.registry)
+        self.in_flight = Gauge(
+            "llm_requests_in_flight", "Requests the router has sent to an adapter version and not yet answered",
+            ["adapter"], registry=self.registry)
         self._versions: dict[str, tuple[str, str, str]] = {}  # versioned name -> its label values
+        self._in_flight: dict[str, int] = {}
 
     def observe(self, base_model: str, adapter: str, request_type: str, seconds: float,
                 http_status: int | None, completion_tokens: int = 0) -> None:
@@ -69,6 +73,24 @@ class RouterMetrics:
         self.requests.labels(adapter, status_label(http_status)).inc()
         if completion_tokens:
             self.tokens.labels(adapter).inc(completion_tokens)
+
+    def request_started(self, adapter: str) -> None:
+        self._in_flight[adapter] = self._in_flight.get(adapter, 0) + 1
+        self.in_flight.labels(adapter).set(self._in_flight[adapter])
+
+    def request_finished(self, adapter: str) -> None:
+        """Count a request down; a name that is not a loaded version loses its series at zero,
+        so names clients make up cannot grow the metric without bound."""
+        left = self._in_flight.get(adapter, 1) - 1
+        if left > 0 or adapter in self._versions:
+            self._in_flight[adapter] = max(left, 0)
+            self.in_flight.labels(adapter).set(max(left, 0))
+        else:
+            self._in_flight.pop(adapter, None)
+            try:
+                self.in_flight.remove(adapter)
+            except KeyError:
+                pass
 
     def version_loaded(self, versioned_name: str, adapter_path: str) -> None:
         public, version = split_versioned(versioned_name)

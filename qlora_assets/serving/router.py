@@ -133,11 +133,14 @@ def create_router_app(router: Router) -> FastAPI:
         error_label = target if target != requested else UNKNOWN_MODEL
         if body.get("stream"):
             return await _stream(body, target, error_label, request_type, started, request.url.path)
+        router.metrics.request_started(target)  # what a deploy's drain waits on before an unload
         try:
             response = await router.forward(request.url.path, body)
         except httpx.TimeoutException:
             router.metrics.observe(router.base_model, target, request_type, time.perf_counter() - started, None)
             return p.error_response(f"backend timed out after {router.timeout_s}s", 504, "Timeout")
+        finally:
+            router.metrics.request_finished(target)
         tokens = 0
         if response.status_code == 200:
             tokens = (response.json().get("usage") or {}).get("completion_tokens", 0)
@@ -149,10 +152,16 @@ def create_router_app(router: Router) -> FastAPI:
                         media_type=response.headers.get("content-type"))
 
     async def _stream(body: dict, target: str, error_label: str, request_type: str, started: float, path: str):
-        upstream = await router.http.send(router.http.build_request("POST", path, json=body), stream=True)
+        router.metrics.request_started(target)
+        try:
+            upstream = await router.http.send(router.http.build_request("POST", path, json=body), stream=True)
+        except BaseException:
+            router.metrics.request_finished(target)
+            raise
         if upstream.status_code != 200:
             content = await upstream.aread()
             await upstream.aclose()
+            router.metrics.request_finished(target)
             label = error_label if upstream.status_code == 404 else target
             router.metrics.observe(router.base_model, label, request_type, time.perf_counter() - started,
                                    upstream.status_code)
@@ -164,6 +173,7 @@ def create_router_app(router: Router) -> FastAPI:
                     yield piece
             finally:
                 await upstream.aclose()
+                router.metrics.request_finished(target)
                 router.metrics.observe(router.base_model, target, request_type, time.perf_counter() - started, 200)
 
         return StreamingResponse(relay(), media_type="text/event-stream")

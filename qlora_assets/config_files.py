@@ -27,7 +27,9 @@ def read_yaml_mapping(path: Path, error: type[Exception] = ValueError) -> dict:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise error(f"{path}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise error(f"{path}{where}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise error(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
     return raw

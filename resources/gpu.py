@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import dagster as dg
-import yaml
 from filelock import FileLock, Timeout
 from pydantic import Field
 
+from qlora_assets.config_files import read_yaml_mapping
 from qlora_assets.settings import paths
 
 RUN_TAG_DEVICES = "qlora/gpu_devices"
@@ -181,7 +181,7 @@ class GpuResource(dg.ConfigurableResource):
         path = Path(config_path or os.environ.get("QLORA_PROD_CONFIG") or paths().config_dir / "prod.yaml")
         if config_path is None and not path.exists():
             return cls()  # no prod profile here (a test's config dir): the embedded defaults
-        section = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("gpu") or {}
+        section = read_yaml_mapping(path).get("gpu") or {}
         known = set(cls.model_fields)
         unknown = sorted(set(section) - known - {"pool"})
         if unknown:

@@ -9,8 +9,7 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
+from qlora_assets.config_files import read_yaml_mapping
 from qlora_assets.serving.adapters import check_max_lora_rank
 from qlora_assets.settings import paths
 
@@ -115,9 +114,7 @@ def load_config(path: str | Path | None = None, backend: str = "embedded") -> Em
     path = Path(path) if path else paths().config_dir / "serving" / f"{backend}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"serving config not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a mapping")
+    data = read_yaml_mapping(path)
     declared = data.pop("backend", backend)
     cls = {"embedded": EmbeddedConfig, "vllm": VllmConfig}.get(declared)
     if cls is None:

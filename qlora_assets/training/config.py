@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qlora_assets.config_files import read_yaml_mapping
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed --max-lora-rank values
 SEED_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -109,7 +110,7 @@ def serving_max_lora_rank(config_dir: Path) -> int | None:
     path = config_dir / "serving" / "vllm.yaml"
     if not path.is_file():
         return None
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml_mapping(path, ConfigError)
     if "max_lora_rank" in data:
         return int(data["max_lora_rank"])
     for value in data.values():
@@ -149,10 +150,5 @@ def load_config(path: str | Path, config_dir: Path | None = None) -> QLoRAConfig
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML: {exc}") from None
+    raw = read_yaml_mapping(path, ConfigError)
     return validate_config(raw, str(path), config_dir or path.resolve().parent.parent)

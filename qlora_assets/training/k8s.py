@@ -11,9 +11,9 @@ import os
 import re
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from qlora_assets.config_files import read_yaml_mapping
 from qlora_assets.settings import paths
 
 ENTRYPOINT_MODULE = "qlora_assets.training.entrypoint"
@@ -50,7 +50,7 @@ class K8sTrainingConfig(BaseModel):
 def load_k8s_config(config_path: str | Path | None = None) -> K8sTrainingConfig:
     """Read the ``k8s:`` section of configs/prod.yaml ($QLORA_PROD_CONFIG overrides the path)."""
     path = Path(config_path or os.environ.get("QLORA_PROD_CONFIG") or paths().config_dir / "prod.yaml")
-    section = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("k8s")
+    section = read_yaml_mapping(path).get("k8s")
     if section is None:
         raise ValueError(f"{path}: no 'k8s:' section; see configs/prod.yaml in the repo for one")
     try:

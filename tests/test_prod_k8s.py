@@ -83,3 +83,40 @@ def test_bad_config_names_file_and_field(tmp_path, body, message):
     with pytest.raises(ValueError, match=message) as info:
         load_k8s_config(config)
     assert str(config) in str(info.value)
+
+
+def test_pod_args_move_home_paths_to_the_volume_and_repo_paths_to_relative(tmp_path):
+    from qlora_assets.training.k8s import pod_args
+
+    cfg = load_k8s_config(REPO / "configs" / "prod.yaml")
+    home = tmp_path / "home"
+    args = ["--config", str(REPO / "configs" / "qlora" / "llama3-8b-fast.yaml"),
+            "--data", str(home / "datasets" / "legal-ko" / "d1" / "train.jsonl"),
+            "--base", "/models/llama-3.1-8b", "--extras", '{"domain": "legal-ko"}']
+    assert pod_args(args, cfg, home=home, repo=REPO) == [
+        "--config", "configs/qlora/llama3-8b-fast.yaml",
+        "--data", "/qlora/datasets/legal-ko/d1/train.jsonl",
+        "--base", "/models/llama-3.1-8b", "--extras", '{"domain": "legal-ko"}']
+
+
+def test_trainer_resource_with_the_k8s_launcher_submits_the_pod(monkeypatch, tmp_path):
+    """The asset's resource hands PipesK8sClient the pod of configs/prod.yaml and the translated command."""
+    from dagster_k8s import PipesK8sClient
+
+    from qlora_assets.settings import paths
+    from resources.trainer import TrainerResource
+
+    submitted = {}
+    monkeypatch.setenv("QLORA_PROD_CONFIG", str(REPO / "configs" / "prod.yaml"))
+    monkeypatch.setattr(PipesK8sClient, "run", lambda self, **kwargs: submitted.update(kwargs) or "completed")
+    trainer = TrainerResource(launcher="k8s", env={"CUDA_VISIBLE_DEVICES": "7", "EXTRA": "1"})
+    work = paths().home / "runs" / "legal-ko" / "k1"
+    result = trainer.run("context", ["--output", str(work), "--config", str(trainer.config_path())],
+                         extras={"domain": "legal-ko", "version": "3"})
+    assert result == "completed" and submitted["context"] == "context"
+    assert submitted["extras"] == {"domain": "legal-ko", "version": "3"}
+    assert submitted["command"] == ["python", "-m", ENTRYPOINT_MODULE, "--output", "/qlora/runs/legal-ko/k1",
+                                    "--config", "configs/qlora/tiny-cpu.yaml"]
+    assert submitted["env"]["NCCL_NVLS_ENABLE"] == "0" and submitted["env"]["EXTRA"] == "1"
+    assert "CUDA_VISIBLE_DEVICES" not in submitted["env"]
+    assert submitted["base_pod_spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"

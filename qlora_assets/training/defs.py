@@ -1,6 +1,12 @@
+import os
+
 import dagster as dg
 
 from qlora_assets.training.assets import qlora_adapter
 from resources.trainer import TrainerResource
 
-defs = dg.Definitions(assets=[qlora_adapter], resources={"trainer": TrainerResource()})
+# QLORA_TRAINER_LAUNCHER=k8s trains in a pod per run (configs/prod.yaml, k8s:); default: on this host.
+defs = dg.Definitions(
+    assets=[qlora_adapter],
+    resources={"trainer": TrainerResource(launcher=os.environ.get("QLORA_TRAINER_LAUNCHER", "subprocess"))},
+)

@@ -67,6 +67,30 @@ def training_command(cfg: K8sTrainingConfig) -> list[str]:
     return ["accelerate", "launch", "--num_processes", str(cfg.gpus), "-m", ENTRYPOINT_MODULE]
 
 
+def pod_args(args: list[str], cfg: K8sTrainingConfig, home: Path | None = None, repo: Path | None = None) -> list[str]:
+    """The entrypoint's arguments as the pod sees them.
+
+    Paths under this host's QLORA_HOME move to the volume's mount path (the same PVC, mounted in
+    both places); paths inside the repo become relative, since the image holds the repo as its
+    working directory. Anything else (a base checkpoint elsewhere, JSON extras) is passed as is.
+    """
+    from qlora_assets.settings import REPO_ROOT
+
+    home = (home or paths().home).resolve()
+    repo = (repo or REPO_ROOT).resolve()
+    translated = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_absolute():
+            resolved = path.resolve()
+            if resolved.is_relative_to(home):
+                arg = str(Path(cfg.volume.mount_path) / resolved.relative_to(home))
+            elif resolved.is_relative_to(repo):
+                arg = str(resolved.relative_to(repo))
+        translated.append(arg)
+    return translated
+
+
 def pod_name_safe(value: str) -> str:
     """Label values: at most 63 chars of [A-Za-z0-9._-], starting and ending alphanumeric."""
     return re.sub(r"[^A-Za-z0-9._-]", "-", value)[:63].strip("-._") or "none"

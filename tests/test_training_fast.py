@@ -182,3 +182,17 @@ def test_add_lora_routes_the_fast_profile_through_the_fused_lora(tiny_llama):
     torch.testing.assert_close(losses[0][0], losses[1][0])
     for name, grad in losses[0][1].items():
         torch.testing.assert_close(grad, losses[1][1][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_low_memory_profile_is_the_fast_profile_with_smaller_micro_batches():
+    from qlora_assets.training.config import load_config
+
+    fast = load_config(FAST_PROFILE).model_dump()
+    low = load_config(FAST_PROFILE.parent / "llama3-8b-lowmem.yaml").model_dump()
+    changed = {key for key in fast if fast[key] != low[key] and key != "speed"}
+    changed |= {f"speed.{key}" for key in fast["speed"] if fast["speed"][key] != low["speed"][key]}
+    assert changed == {"per_device_train_batch_size", "gradient_accumulation_steps",
+                       "speed.max_tokens_per_batch", "speed.checkpoint_layers"}
+    # the same tokens per optimiser update as the seed's 4 x 8 rows of 4096
+    for profile in (fast, low):
+        assert profile["per_device_train_batch_size"] * profile["gradient_accumulation_steps"] == 32

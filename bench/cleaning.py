@@ -2,7 +2,8 @@
 
 Rows: seed format {instruction, output}, ~0.9 GB of UTF-8 text (Korean), 4% exact duplicates,
 2% rows with PII (e-mail, phone, RRN, card), 0.5% too short, 10% with harmless numbers.
-Steps timed for both: validate + dedup + PII mask, from the same in-memory list of dicts.
+Steps timed for both: validate + dedup + PII mask, from the same in-memory list of dicts, then
+from disk (the seed: `json.load` of a JSON array; the platform: the same rows as JSONL).
 The two must keep exactly the same rows (the bench has no rows that differ only in PII,
 where the platform rightly removes more). Then the platform's full cleaning (+ language ID,
 token counts with a byte-level BPE tokenizer, chat-template rendering) on a subset.
@@ -30,8 +31,8 @@ import pandas as pd  # noqa: E402
 
 from qlora_assets.data.config import load_data_config  # noqa: E402
 from qlora_assets.data.formats import normalise  # noqa: E402
-from qlora_assets.data.prepare import OK, Turns, duplicate_of, prepare_turns  # noqa: E402
-from qlora_assets.data.columnar import seed_records_to_turns  # noqa: E402
+from qlora_assets.data.prepare import OK, duplicate_of, prepare_stream  # noqa: E402
+from qlora_assets.data.columnar import read_seed_jsonl, seed_record_chunks  # noqa: E402
 from seed_cleaning import run_seed_pipeline  # noqa: E402
 
 
@@ -106,34 +107,31 @@ def generate(n: int, seed: int = 7) -> list[dict]:
 
 
 def platform_three_steps(raw: list[dict]) -> list[int]:
+    """Validate, mask, dedup: the records are encoded a chunk at a time, each chunk prepared
+    in a thread while the next is encoded. Kept per row: verdict, digest, and the masked text
+    of every turn that masking changed (the rest of the masked text is the input itself)."""
     rules = load_data_config().rules("legal-ko")
-    prepared = prepare_turns(seed_records_to_turns(raw), rules.min_chars)
+    prepared = prepare_stream(seed_record_chunks(raw), rules.min_chars)
     valid = prepared.status == OK
     keep = valid & (duplicate_of(prepared.digests, valid) < 0)
     return [raw[i]["row"] for i in np.flatnonzero(keep)]
 
 
 def platform_from_jsonl(path: Path) -> list[int]:
-    """The same three steps, starting from the file: pyarrow parses JSONL straight into Arrow."""
-    import pyarrow as pa
-    import pyarrow.json as pj
-
-    table = pj.read_json(path)
+    """The same three steps, starting from the file: pyarrow parses JSONL straight into Arrow,
+    a block at a time, each block prepared while the next is parsed."""
     rules = load_data_config().rules("legal-ko")
-    n, rows = table.num_rows, table["row"].to_numpy()
-    # One interleaving copy of the text (take from the chunks), not a concatenation and then a take.
-    both = pa.chunked_array([chunk.cast(pa.large_string()) for c in ("instruction", "output") for chunk in table[c].chunks])
-    del table
-    order = np.empty(2 * n, dtype=np.int64)
-    order[0::2], order[1::2] = np.arange(n), np.arange(n, 2 * n)
-    contents = both.take(order).combine_chunks()
-    del both
-    turns = Turns(np.arange(0, 2 * n + 1, 2, dtype=np.int64),
-                  pa.array(["user", "assistant"], pa.large_string()).take(np.tile([0, 1], n)), contents)
-    prepared = prepare_turns(turns, rules.min_chars)
+    rows = []
+
+    def turns_of_file():
+        for other_columns, turns in read_seed_jsonl(path):
+            rows.append(other_columns.column("row").to_numpy())
+            yield turns
+
+    prepared = prepare_stream(turns_of_file(), rules.min_chars)
     valid = prepared.status == OK
     keep = valid & (duplicate_of(prepared.digests, valid) < 0)
-    return rows[keep].tolist()
+    return np.concatenate(rows)[keep].tolist()
 
 
 def bench_tokenizer(texts: list[str]):
@@ -178,12 +176,14 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench_cleaning_"))
     (folder / "raw.json").write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
     (folder / "raw.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in raw) + "\n", encoding="utf-8")
-    t = time.perf_counter()
-    seed_file_kept = [s["row"] for s in run_seed_pipeline(json.load(open(folder / "raw.json", encoding="utf-8")))]
-    seed_file_s = time.perf_counter() - t
-    t = time.perf_counter()
-    plat_file_kept = platform_from_jsonl(folder / "raw.jsonl")
-    plat_file_s = time.perf_counter() - t
+    with PeakMemory() as seed_file_mem:
+        t = time.perf_counter()
+        seed_file_kept = [s["row"] for s in run_seed_pipeline(json.load(open(folder / "raw.json", encoding="utf-8")))]
+        seed_file_s = time.perf_counter() - t
+    with PeakMemory() as plat_file_mem:
+        t = time.perf_counter()
+        plat_file_kept = platform_from_jsonl(folder / "raw.jsonl")
+        plat_file_s = time.perf_counter() - t
     shutil.rmtree(folder)
     same_file = sorted(seed_file_kept) == sorted(plat_file_kept) == sorted(seed_kept)
     print(f"from file: seed {seed_file_s:.1f}s, platform {plat_file_s:.1f}s", flush=True)
@@ -210,6 +210,9 @@ def main() -> None:
         "speedup": round(seed_s / plat_s, 1), "same_rows_kept": same, "rows_kept": len(plat_kept),
         "from_file_seed_s": round(seed_file_s, 1), "from_file_platform_s": round(plat_file_s, 1),
         "from_file_speedup": round(seed_file_s / plat_file_s, 1), "from_file_same_rows": same_file,
+        "from_file_seed_rows_per_s": round(len(raw) / seed_file_s), "from_file_platform_rows_per_s": round(len(raw) / plat_file_s),
+        "from_file_seed_extra_gb": round((seed_file_mem.peak - seed_file_mem.base) / 1e9, 2),
+        "from_file_platform_extra_gb": round((plat_file_mem.peak - plat_file_mem.base) / 1e9, 2),
         "full_rows": len(subset), "full_s": round(full_s, 1), "full_rows_per_s": round(len(subset) / full_s),
         "full_peak_rss_gb": round(full_mem.peak / 1e9, 2), "full_accounting_balanced": result.accounting()["balanced"],
         "cpus": os.cpu_count(),

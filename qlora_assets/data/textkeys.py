@@ -93,23 +93,43 @@ def normalise_array(contents: pa.Array, maybe_changed: np.ndarray | None = None)
     return contents if fixes is None else pc.replace_with_mask(contents, pa.array(fixes[0]), fixes[1])
 
 
-def turn_keys(roles: pa.Array, contents: pa.Array, maybe_changed: np.ndarray | None = None) -> pa.Array:
-    """role + ROLE_SEP + normalised content, per turn (maybe_changed: see _fixes)."""
+def _nulls_where(contents: pa.Array, mask: np.ndarray) -> pa.Array:
+    """Zero-copy view of a large_string array with nulls where `mask` is True (no nulls before)."""
+    _, offset_buf, data_buf = contents.buffers()
+    offsets = offset_buf.slice(contents.offset * 8, (len(contents) + 1) * 8)  # int64 offsets of this slice
+    return pa.LargeStringArray.from_buffers(len(contents), offsets, data_buf, pa.array(~mask).buffers()[1],
+                                            int(mask.sum()))
+
+
+def patched_turn_keys(roles: pa.Array, contents: pa.Array, index: np.ndarray, fixed: pa.Array) -> pa.Array:
+    """role + ROLE_SEP + content per turn, where turn index[k] (ascending) has content fixed[k].
+
+    One copy of the text, not two (patched, then joined): the unchanged turns (a view of
+    `contents` with the patched ones null) and the patched ones go through one join, nulls skipped."""
     separator = pa.scalar(ROLE_SEP, pa.large_string())
     roles, contents = roles.cast(pa.large_string()), contents.cast(pa.large_string())
-    if maybe_changed is None or contents.offset or contents.null_count:
-        return pc.binary_join_element_wise(roles, normalise_array(contents, maybe_changed), separator)
+    if not len(index):
+        return pc.binary_join_element_wise(roles, contents, separator)
+    if contents.null_count:
+        contents = pc.replace_with_mask(contents, pa.array(np.isin(np.arange(len(contents)), index)), fixed)
+        return pc.binary_join_element_wise(roles, contents, separator)
+    mask = np.zeros(len(contents), dtype=bool)
+    mask[index] = True
+    patched = pc.replace_with_mask(pa.nulls(len(contents), pa.large_string()), pa.array(mask),
+                                   fixed.cast(pa.large_string()))
+    return pc.binary_join_element_wise(roles, _nulls_where(contents, mask), patched, separator, null_handling="skip")
+
+
+def turn_keys(roles: pa.Array, contents: pa.Array, maybe_changed: np.ndarray | None = None) -> pa.Array:
+    """role + ROLE_SEP + normalised content, per turn (maybe_changed: see _fixes)."""
+    if maybe_changed is None:
+        separator = pa.scalar(ROLE_SEP, pa.large_string())
+        return pc.binary_join_element_wise(roles.cast(pa.large_string()), normalise_array(contents), separator)
     fixes = _fixes(contents, maybe_changed)
     if fixes is None:
-        return pc.binary_join_element_wise(roles, contents, separator)
-    # One copy of the text, not two (normalised, then joined): the unchanged turns (a view of
-    # `contents` with the changed ones null) and the changed ones go through one join, nulls skipped.
+        return patched_turn_keys(roles, contents, np.empty(0, dtype=np.int64), pa.array([], pa.large_string()))
     mask, fixed = fixes
-    _, offset_buf, data_buf = contents.buffers()
-    unchanged = pa.LargeStringArray.from_buffers(len(contents), offset_buf, data_buf, pa.array(~mask).buffers()[1],
-                                                 int(mask.sum()))
-    changed = pc.replace_with_mask(pa.nulls(len(contents), pa.large_string()), pa.array(mask), fixed)
-    return pc.binary_join_element_wise(roles, unchanged, changed, separator, null_handling="skip")
+    return patched_turn_keys(roles, contents, np.flatnonzero(mask), fixed)
 
 
 def join_turns(offsets: np.ndarray, keys: pa.Array) -> pa.Array:
@@ -136,7 +156,7 @@ def digests(keys: pa.Array) -> np.ndarray:
     offsets = np.frombuffer(offset_buf, dtype=np.int64)[keys.offset:keys.offset + len(keys) + 1]
     data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
     hash128 = xxhash.xxh3_128_digest
-    joined = b"".join(hash128(data[a:b]) for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()))
+    joined = b"".join([hash128(data[a:b]) for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())])
     return np.frombuffer(joined, dtype=np.uint64).reshape(len(keys), 2)
 
 

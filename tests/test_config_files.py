@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import pytest
 
+from qlora_assets.data.config import load_data_config
 from qlora_assets.serving.config import load_config as load_serving_config
 from qlora_assets.training.config import load_config as load_training_config
 from qlora_assets.training.k8s import load_k8s_config
 from resources.gpu import GpuResource
 
 LOADERS = {
+    "data": load_data_config,
     "training": load_training_config,
     "serving": load_serving_config,
     "k8s": load_k8s_config,

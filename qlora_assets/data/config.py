@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from qlora_assets.config_files import read_yaml_mapping, validate_mapping
 from qlora_assets.settings import paths
 
 
@@ -71,11 +71,7 @@ def load_data_config(path: str | Path | None = None) -> DataConfig:
     path = Path(path) if path else paths().config_dir / "domains.yaml"
     if not path.is_file():
         return DataConfig()
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    try:
-        config = DataConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+    config = validate_mapping(DataConfig, read_yaml_mapping(path), path)
     for domain in config.domains:
         config.rules(domain)  # fail at load, naming the domain, not mid-run
     return config

@@ -29,7 +29,7 @@ TINY = dict(LLAMA31_8B, hidden_size=128, num_hidden_layers=2, num_attention_head
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def _to_nf4(linear: nn.Linear, device: torch.device) -> nn.Module:
+def to_nf4(linear: nn.Linear, device: torch.device) -> nn.Module:
     import bitsandbytes as bnb
 
     quantized = bnb.nn.Linear4bit(
@@ -59,7 +59,7 @@ def build_nf4_llama(shape: dict, device: str, seed: int = 0) -> LlamaForCausalLM
         for parent in (layer.self_attn, layer.mlp):
             for name in TARGET_MODULES:
                 if hasattr(parent, name):
-                    setattr(parent, name, _to_nf4(getattr(parent, name), dev))
+                    setattr(parent, name, to_nf4(getattr(parent, name), dev))
     # What transformers' bnb quantizer sets, and what peft checks to pick its 4-bit LoRA layers.
     model.is_loaded_in_4bit = True
     model.requires_grad_(False)

@@ -178,21 +178,14 @@ def _fused_lora_check(device: torch.device) -> dict:
     """peft's LoRA forward against the fused one on an NF4 base, bf16 autocast, same dropout draws."""
     import copy
 
-    import bitsandbytes as bnb
     from peft import LoraConfig, get_peft_model
 
+    from bench.train_gpu_model import to_nf4
     from qlora_assets.training.fast.fused_lora import fuse_lora_layers
 
     torch.manual_seed(5)
-    block = torch.nn.Sequential(torch.nn.Linear(1024, 2048, bias=False), torch.nn.Linear(2048, 1024, bias=False))
-    for index in range(2):
-        dense = block[index]
-        quantized = bnb.nn.Linear4bit(dense.in_features, dense.out_features, bias=False,
-                                      compute_dtype=torch.bfloat16, quant_type="nf4", compress_statistics=True)
-        quantized.weight = bnb.nn.Params4bit(dense.weight.data.to(torch.bfloat16), requires_grad=False,
-                                             quant_type="nf4", compress_statistics=True, module=quantized)
-        block[index] = quantized
-    block = block.to(device)
+    dense = [torch.nn.Linear(1024, 2048, bias=False), torch.nn.Linear(2048, 1024, bias=False)]
+    block = torch.nn.Sequential(*[to_nf4(layer.to(torch.bfloat16), device) for layer in dense])  # as the bench's base
     block.is_loaded_in_4bit = True  # what transformers sets; peft then picks its 4-bit LoRA layer, as in training
     reference = get_peft_model(block, LoraConfig(r=64, lora_alpha=128, lora_dropout=0.05, target_modules=["0", "1"]))
     with torch.no_grad():

@@ -5,8 +5,9 @@ rows at a time so that `prepare.prepare_chunks` works on one chunk while the nex
 In memory, a chunk's texts are joined and UTF-8 encoded by one `str.encode` (`utf8_array`):
 several times faster than `pa.array` on Korean text (which also leaves a UTF-8 copy cached in
 every `str`); this encoding holds the GIL, and bounds the in-memory path. From a file,
-pyarrow's JSON reader parses straight into Arrow, in its own threads. A record that does not fit raises, naming its index and field; files
-that need a quarantine for bad lines go through `reader.py`, row by row.
+pyarrow's JSON reader parses straight into Arrow, in its own threads. A record that does not
+fit raises, naming its index and field; files that need a quarantine for bad lines go through
+`reader.py`, row by row.
 """
 from __future__ import annotations
 
@@ -24,17 +25,14 @@ from qlora_assets.data.prepare import ROWS_PER_CHUNK, Turns
 _ROLES = pa.array(["user", "assistant"], pa.large_string())
 
 
-def _column(records: list[dict], field: str) -> pa.Array:
-    values = [r.get(field) for r in records]
-    try:
-        column = pa.array(values, pa.large_string())
-    except (pa.ArrowTypeError, pa.ArrowInvalid):
-        bad = next(i for i, v in enumerate(values) if v is not None and not isinstance(v, str))
-        raise ValueError(f"record {bad}: field '{field}' must be a string, got {type(values[bad]).__name__}") from None
-    if column.null_count:
-        bad = next(i for i, v in enumerate(values) if v is None)
-        raise ValueError(f"record {bad}: field '{field}' is missing")
-    return column
+def _check_field(records: list[dict], field: str, first: int) -> None:
+    """Raise naming the first record (counted from `first`) whose `field` is missing or not a string."""
+    for index, record in enumerate(records, start=first):
+        value = record.get(field) if isinstance(record, dict) else None
+        if value is None:
+            raise ValueError(f"record {index}: field '{field}' is missing")
+        if not isinstance(value, str):
+            raise ValueError(f"record {index}: field '{field}' must be a string, got {type(value).__name__}")
 
 
 def _utf8_array_one_by_one(texts: list[str]) -> pa.Array:
@@ -79,11 +77,7 @@ def seed_records_to_turns(records: list[dict], first: int = 0) -> Turns:
         contents = utf8_array(texts)
     except (KeyError, TypeError, AttributeError, UnicodeEncodeError):
         for field in ("instruction", "output"):  # the slow path names the record and field
-            try:
-                _column(records, field)
-            except ValueError as err:
-                index, rest = str(err).removeprefix("record ").split(":", 1)
-                raise ValueError(f"record {first + int(index)}:{rest}") from None
+            _check_field(records, field, first)
         raise
     return _seed_turns(contents)
 

@@ -7,8 +7,6 @@ a single conversation goes through the same code, so every key has one definitio
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,15 +28,6 @@ def _normalise_chunk(contents: pa.Array) -> pa.Array:
         fixed = pc.replace_substring_regex(fixed, _SPACE_RUN, " ")
         contents = pc.replace_with_mask(contents, odd, fixed)
     return pc.ascii_lower(pc.utf8_trim_whitespace(contents))
-
-
-def map_halves(kernel, array: pa.Array) -> pa.Array:
-    """kernel(array) computed on two halves in two threads (Arrow kernels release the GIL)."""
-    if len(array) < 100_000:
-        return kernel(array)
-    half = len(array) // 2
-    with ThreadPoolExecutor(2) as pool:
-        return pa.concat_arrays(list(pool.map(kernel, [array.slice(0, half), array.slice(half)])))
 
 
 def _hangul_lead(byte: np.ndarray) -> np.ndarray:
@@ -88,7 +77,7 @@ def _fixes(contents: pa.Array, maybe_changed: np.ndarray) -> tuple[np.ndarray, p
 def normalise_array(contents: pa.Array, maybe_changed: np.ndarray | None = None) -> pa.Array:
     """NFKC (where needed), whitespace collapsed and trimmed, ASCII lower-cased (maybe_changed: see _fixes)."""
     if maybe_changed is None:
-        return map_halves(_normalise_chunk, contents)
+        return _normalise_chunk(contents)  # callers pass one chunk; prepare.py threads the chunks
     fixes = _fixes(contents, maybe_changed)
     return contents if fixes is None else pc.replace_with_mask(contents, pa.array(fixes[0]), fixes[1])
 
@@ -158,16 +147,6 @@ def digests(keys: pa.Array) -> np.ndarray:
     hash128 = xxhash.xxh3_128_digest
     joined = b"".join([hash128(data[a:b]) for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())])
     return np.frombuffer(joined, dtype=np.uint64).reshape(len(keys), 2)
-
-
-def conversation_digests(offsets: np.ndarray, keys: pa.Array, rows_per_chunk: int = 65_536) -> np.ndarray:
-    """digests(join_turns(offsets, keys)), joined a chunk of rows at a time: the joined keys
-    are never all in memory at once (fresh memory is the dominant cost of large copies)."""
-    parts = [np.empty((0, 2), dtype=np.uint64)]
-    for start in range(0, len(offsets) - 1, rows_per_chunk):
-        chunk = offsets[start:start + rows_per_chunk + 1]
-        parts.append(digests(join_turns(chunk - chunk[0], keys.slice(chunk[0], chunk[-1] - chunk[0]))))
-    return np.concatenate(parts)
 
 
 def _single(messages: list[dict]) -> str:

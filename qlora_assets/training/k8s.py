@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qlora_assets.config_files import read_yaml_mapping
-from qlora_assets.settings import paths
+from qlora_assets.settings import REPO_ROOT, paths
 
 ENTRYPOINT_MODULE = "qlora_assets.training.entrypoint"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -74,8 +74,6 @@ def pod_args(args: list[str], cfg: K8sTrainingConfig, home: Path | None = None, 
     both places); paths inside the repo become relative, since the image holds the repo as its
     working directory. Anything else (a base checkpoint elsewhere, JSON extras) is passed as is.
     """
-    from qlora_assets.settings import REPO_ROOT
-
     home = (home or paths().home).resolve()
     repo = (repo or REPO_ROOT).resolve()
     translated = []

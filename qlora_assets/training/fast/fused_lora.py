@@ -60,7 +60,7 @@ class LoraDropoutAddmm(torch.autograd.Function):
         # backward two casts a module.
         ctx.save_for_backward(x2d, projected, a, b)
         ctx.p, ctx.scaling, ctx.weight_dtypes = p, scaling, (weight_a.dtype, weight_b.dtype)
-        ctx.x_shape, ctx.x_dtype, ctx.out_dtype = x.shape, x.dtype, base_out.dtype
+        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
         return out.reshape(*base_out.shape[:-1], out.shape[-1]).to(base_out.dtype)
 
     @staticmethod

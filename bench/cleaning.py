@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from qlora_assets.data.config import load_data_config  # noqa: E402
-from qlora_assets.data.formats import normalise  # noqa: E402
-from qlora_assets.data.prepare import OK, duplicate_of, prepare_stream  # noqa: E402
-from qlora_assets.data.columnar import read_seed_jsonl, seed_record_chunks  # noqa: E402
+from qlora.data.config import load_data_config  # noqa: E402
+from qlora.data.formats import normalise  # noqa: E402
+from qlora.data.prepare import OK, duplicate_of, prepare_stream  # noqa: E402
+from qlora.data.columnar import read_seed_jsonl, seed_record_chunks  # noqa: E402
 from seed_cleaning import run_seed_pipeline  # noqa: E402
 
 
@@ -139,7 +139,7 @@ def bench_tokenizer(texts: list[str]):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from qlora_assets.modeling.chat_template import LLAMA3_CHAT_TEMPLATE, SPECIAL_TOKENS
+    from qlora.modeling.chat_template import LLAMA3_CHAT_TEMPLATE, SPECIAL_TOKENS
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -188,7 +188,7 @@ def main() -> None:
     same_file = sorted(seed_file_kept) == sorted(plat_file_kept) == sorted(seed_kept)
     print(f"from file: seed {seed_file_s:.1f}s, platform {plat_file_s:.1f}s", flush=True)
 
-    from qlora_assets.data.cleaning import clean_rows
+    from qlora.data.cleaning import clean_rows
 
     subset = raw[: args.full_rows]
     frame = pd.DataFrame({

@@ -23,12 +23,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from qlora_assets.evaluation.config import load_eval_settings  # noqa: E402
-from qlora_assets.evaluation.eval_set import load_eval_cases  # noqa: E402
-from qlora_assets.evaluation.runner import run_eval_set, score_run, staging_name  # noqa: E402
-from qlora_assets.serving.client import ServingClient  # noqa: E402
-from qlora_assets.serving.config import EmbeddedConfig  # noqa: E402
-from qlora_assets.serving.embedded import start_embedded  # noqa: E402
+from qlora.evaluation.config import load_eval_settings  # noqa: E402
+from qlora.evaluation.eval_set import load_eval_cases  # noqa: E402
+from qlora.evaluation.runner import run_eval_set, score_run, staging_name  # noqa: E402
+from qlora.serving.client import ServingClient  # noqa: E402
+from qlora.serving.config import EmbeddedConfig  # noqa: E402
+from qlora.serving.embedded import start_embedded  # noqa: E402
 from tests.serving_fixtures import build_adapter, build_tiny_llama  # noqa: E402
 
 FLOOR = 5.0

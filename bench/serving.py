@@ -27,8 +27,8 @@ sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
 
-from qlora_assets.serving import daemon  # noqa: E402
-from qlora_assets.serving.client import ServingClient  # noqa: E402
+from qlora.serving import daemon  # noqa: E402
+from qlora.serving.client import ServingClient  # noqa: E402
 from tests.serving_fixtures import DOMAINS, build_adapter, build_tiny_llama  # noqa: E402
 
 CONCURRENCY = (1, 4, 16, 32)

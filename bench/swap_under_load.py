@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qlora_assets.serving.client import ServingClient  # noqa: E402
+from qlora.serving.client import ServingClient  # noqa: E402
 
 DOMAIN, V1, V2 = "legal-ko", "legal-ko@v1", "legal-ko@v2"
 PROMPT = [{"role": "user", "content": "The lease may be ended"}]
@@ -82,16 +82,16 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="swap_bench_"))
     os.environ["QLORA_HOME"] = str(home)
-    from qlora_assets.adapters import adapter_from_path
-    from qlora_assets.deploy.config import load_deploy_config
-    from qlora_assets.deploy.deployer import Deployer
-    from qlora_assets.deploy.rollback import rollback
-    from qlora_assets.deploy.smoke import GoldenPrompt
-    from qlora_assets.evaluation.decisions import record_gate_decision
-    from qlora_assets.evaluation.gate import GateDecision, GateVerdict
-    from qlora_assets.serving.config import EmbeddedConfig
-    from qlora_assets.serving.embedded import start_embedded
-    from qlora_assets.warehouse import Warehouse
+    from qlora.core.adapters import adapter_from_path
+    from qlora.deploy.config import load_deploy_config
+    from qlora.deploy.deployer import Deployer
+    from qlora.deploy.rollback import rollback
+    from qlora.deploy.smoke import GoldenPrompt
+    from qlora.evaluation.decisions import record_gate_decision
+    from qlora.evaluation.gate import GateDecision, GateVerdict
+    from qlora.serving.config import EmbeddedConfig
+    from qlora.serving.embedded import start_embedded
+    from qlora.core.warehouse import Warehouse
     from tests.serving_fixtures import build_adapter, build_tiny_llama
 
     base = build_tiny_llama(home / "base" / "tiny-llama")

@@ -29,8 +29,8 @@ from bench.train_gpu_model import LLAMA31_8B, TARGET_MODULES, TINY, build_nf4_ll
 from bench.train_gpu_runs import (  # noqa: E402
     STEP_TOKENS, adapter_format, label_count, machine_info, make_examples, plan_batches, self_check, summary_row,
 )
-from qlora_assets.training.fast.levers import SpeedConfig, prepare_model  # noqa: E402
-from qlora_assets.training.fast.loss import FusedLossCausalLM  # noqa: E402
+from qlora.training.fast.levers import SpeedConfig, prepare_model  # noqa: E402
+from qlora.training.fast.loss import FusedLossCausalLM  # noqa: E402
 
 H200_BF16_PEAK = 989e12
 ROWS = 4  # the seed's per_device_train_batch_size
@@ -100,7 +100,7 @@ def variants(fast: SpeedConfig, steps: int, lever_steps: int) -> list[Variant]:
 def train_variant(base, variant: Variant, examples, shape: dict, accelerator, args) -> dict:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from qlora_assets.training.fast.levers import finish_peft_model
+    from qlora.training.fast.levers import finish_peft_model
 
     peft_model = None
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from qlora_assets.training.fast.packing import PaddingFreeCollator, padded_batch, token_budget_batches
+from qlora.training.fast.packing import PaddingFreeCollator, padded_batch, token_budget_batches
 
 FULL_LEN = 4096
 MIX_MIN, MIX_MAX, MIX_TARGET_MEAN, MIX_SIGMA = 100, 4096, 600, 0.9
@@ -117,8 +117,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def self_check(device: torch.device) -> dict:
     """On the GPU: the varlen kernel and the fused loss against their plain-PyTorch references."""
-    from qlora_assets.training.fast import loss as fused
-    from qlora_assets.training.fast import varlen_attention as va
+    from qlora.training.fast import loss as fused
+    from qlora.training.fast import varlen_attention as va
 
     report: dict = {}
     if device.type != "cuda":
@@ -181,7 +181,7 @@ def _fused_lora_check(device: torch.device) -> dict:
     from peft import LoraConfig, get_peft_model
 
     from bench.train_gpu_model import to_nf4
-    from qlora_assets.training.fast.fused_lora import fuse_lora_layers
+    from qlora.training.fast.fused_lora import fuse_lora_layers
 
     torch.manual_seed(5)
     dense = [torch.nn.Linear(1024, 2048, bias=False), torch.nn.Linear(2048, 1024, bias=False)]

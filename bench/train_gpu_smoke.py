@@ -28,14 +28,14 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from qlora_assets.modeling.corpus import as_messages, collect_corpus, _records, data_files  # noqa: E402
+from qlora.modeling.corpus import as_messages, collect_corpus, _records, data_files  # noqa: E402
 
 
 def entrypoint(config: Path, data: Path, output: Path, base: Path, gpus: int = 1) -> dict:
-    launcher = [sys.executable, "-m", "qlora_assets.training.entrypoint"]
+    launcher = [sys.executable, "-m", "qlora.training.entrypoint"]
     if gpus > 1:
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
-                    "--module", "qlora_assets.training.entrypoint"]
+                    "--module", "qlora.training.entrypoint"]
     env = {**os.environ, "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
     subprocess.run([*launcher, "--config", str(config), "--data", str(data), "--output", str(output),
                     "--base", str(base)], cwd=REPO, env=env, check=True)
@@ -66,7 +66,7 @@ def sample_rows(out: Path) -> Path:
 
 
 def run_tiny(work: Path, results: dict, train: bool = True) -> Path:
-    from qlora_assets.modeling.base_model import materialize_base
+    from qlora.modeling.base_model import materialize_base
 
     started = time.monotonic()
     record, _ = materialize_base("tiny")
@@ -90,7 +90,7 @@ def build_random_8b(target: Path, tokenizer_from: Path) -> float:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from qlora_assets.training.plan import LLAMA31_8B_SHAPES
+    from qlora.training.plan import LLAMA31_8B_SHAPES
 
     started = time.monotonic()
     torch.manual_seed(0)

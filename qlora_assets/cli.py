@@ -1,30 +1,14 @@
-"""The `qlora` command: the seed's CI scripts and operator commands over the same library code.
+"""The `qlora` console entry: the library's commands plus those that drive Dagster.
 
-Each area registers its own commands (``qlora_assets/<area>/cli.py: register(app)``);
-heavy imports happen inside the commands so `qlora --help` stays fast.
+`qlora/cli.py` holds every command that needs only the library; `qlora demo` materializes the
+asset graph, so it is registered here, on the Dagster side of the boundary.
 """
 from __future__ import annotations
 
-import typer
-
-from qlora_assets.data import cli as data_cli
+from qlora.cli import app
 from qlora_assets.demo import cli as demo_cli
-from qlora_assets.deploy import cli as deploy_cli
-from qlora_assets.evaluation import cli as evaluation_cli
-from qlora_assets.serving import cli as serving_cli
-from qlora_assets.training import cli as training_cli
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
-
-
-@app.callback()
-def _root() -> None:
-    """qlora-platform: the QLoRA adapter cycle (data -> adapter -> eval -> gate -> serving)."""
-
-
-# Areas that contribute commands, in help order; each has `cli.register(app)`.
-for _area_cli in (data_cli, training_cli, serving_cli, evaluation_cli, deploy_cli, demo_cli):
-    _area_cli.register(app)
+demo_cli.register(app)
 
 
 def main() -> None:

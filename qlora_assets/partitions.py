@@ -1,7 +1,7 @@
 """Domains are partitions: one adapter per domain. Dynamic, so a new data folder adds one."""
 import dagster as dg
 
-from qlora_assets.settings import discover_domains
+from qlora.core.paths import discover_domains
 
 domain_partitions = dg.DynamicPartitionsDefinition(name="domain")
 

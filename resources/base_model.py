@@ -3,7 +3,7 @@ import os
 
 import dagster as dg
 
-from qlora_assets.modeling.base_model import TINY, materialize_base
+from qlora.modeling.base_model import TINY, materialize_base
 
 
 class BaseModelResource(dg.ConfigurableResource):

@@ -24,8 +24,8 @@ import dagster as dg
 from filelock import FileLock, Timeout
 from pydantic import Field
 
-from qlora_assets.config_files import read_yaml_mapping
-from qlora_assets.settings import paths
+from qlora.core.config import read_yaml_mapping
+from qlora.core.paths import paths
 
 RUN_TAG_DEVICES = "qlora/gpu_devices"
 RUN_TAG_HOST = "qlora/gpu_host"

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from qlora_assets.serving.client import ServingClient
+from qlora.serving.client import ServingClient
 
 
 class ServingResource(dg.ConfigurableResource):
@@ -38,19 +38,19 @@ class EmbeddedServingResource(ServingResource):
     def _base(self) -> Path:
         if self.base_model_path:
             return Path(self.base_model_path)
-        from qlora_assets.serving.config import load_config
+        from qlora.serving.config import load_config
 
         return load_config(self.config_path or None, "embedded").base_model_path()
 
     def client(self) -> ServingClient:
-        from qlora_assets.serving.daemon import ensure_running
+        from qlora.serving.daemon import ensure_running
 
         state = ensure_running(self._base(), config_path=self.config_path or None, port=self.port,
                                timeout_s=self.start_timeout_s)
         return ServingClient(state["url"], api_key=state["api_key"], timeout_s=self.timeout_s)
 
     def stop(self) -> bool:
-        from qlora_assets.serving.daemon import stop
+        from qlora.serving.daemon import stop
 
         return stop()
 

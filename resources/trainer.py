@@ -12,10 +12,10 @@ from typing import Literal
 
 import dagster as dg
 
-from qlora_assets.settings import REPO_ROOT, paths
+from qlora.core.paths import REPO_ROOT, paths
 from resources.gpu import GpuResource
 
-ENTRYPOINT = "qlora_assets.training.entrypoint"
+ENTRYPOINT = "qlora.training.entrypoint"
 
 
 class TrainerResource(dg.ConfigurableResource):
@@ -55,7 +55,7 @@ class TrainerResource(dg.ConfigurableResource):
         """One pod per run; the adapter lands on the shared QLORA_HOME volume, where the asset publishes it."""
         from dagster_k8s import PipesK8sClient
 
-        from qlora_assets.training.k8s import load_k8s_config, pipes_k8s_run_kwargs, pod_args
+        from qlora.training.k8s import load_k8s_config, pipes_k8s_run_kwargs, pod_args
 
         cfg = load_k8s_config()
         kwargs = pipes_k8s_run_kwargs(cfg, domain=str(extras.get("domain", "")), env=env)

@@ -1,8 +1,8 @@
 """Dagster resource for the DuckDB warehouse (path defaults to $QLORA_HOME/warehouse.duckdb)."""
 import dagster as dg
 
-from qlora_assets.settings import paths
-from qlora_assets.warehouse import Warehouse
+from qlora.core.paths import paths
+from qlora.core.warehouse import Warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -23,9 +23,9 @@ def main() -> int:
     import dagster as dg
 
     from definitions import defs
-    from qlora_assets.data.export import export_train_jsonl
-    from qlora_assets.settings import discover_domains, paths
-    from qlora_assets.warehouse import Warehouse
+    from qlora.data.export import export_train_jsonl
+    from qlora.core.paths import discover_domains, paths
+    from qlora.core.warehouse import Warehouse
 
     if domain not in discover_domains():
         print(f"error: no folder {paths().training_dir / domain}", file=sys.stderr)

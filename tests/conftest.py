@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # Fixture modules shared by several test files (session-scoped fixtures are built once).
-pytest_plugins = ["tests.serving_fixtures"]
+pytest_plugins = ["tests.support.serving"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -43,7 +43,7 @@ def _stop_embedded_servers_of(marker: str) -> None:
             environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"qlora_assets.serving.daemon" in cmdline and marker.encode() in environ:
+        if b"qlora.serving.daemon" in cmdline and marker.encode() in environ:
             try:
                 os.kill(int(proc.name), signal.SIGTERM)
             except ProcessLookupError:
@@ -53,7 +53,7 @@ def _stop_embedded_servers_of(marker: str) -> None:
 @pytest.fixture(scope="session")
 def tiny_base(qlora_home) -> Path:
     """The tiny base model (profile `tiny`), built once per session under QLORA_HOME; returns its folder."""
-    from qlora_assets.modeling.base_model import materialize_base
+    from qlora.modeling.base_model import materialize_base
 
     record, _ = materialize_base("tiny")
     return Path(record["model_path"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dagster as dg
 
 from qlora_assets.automation.jobs import DOMAIN_ASSETS, weekly_cycle
-from qlora_assets.automation.schedule_config import load_schedule_config
+from qlora.automation.schedule_config import load_schedule_config
 from qlora_assets.automation.sensors import base_model_exists
 from qlora_assets.partitions import domain_partitions
 

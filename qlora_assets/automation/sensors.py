@@ -10,11 +10,11 @@ import json
 
 import dagster as dg
 
-from qlora_assets.automation.fingerprints import config_fingerprint, data_fingerprints, newest_change
+from qlora.automation.fingerprints import config_fingerprint, data_fingerprints, newest_change
 from qlora_assets.automation.jobs import BASE_MODEL, build_base_model, retrain_domain
-from qlora_assets.automation.schedule_config import load_schedule_config
+from qlora.automation.schedule_config import load_schedule_config
 from qlora_assets.partitions import domain_partitions
-from qlora_assets.settings import paths
+from qlora.core.paths import paths
 
 _SETTINGS = load_schedule_config().sensors
 

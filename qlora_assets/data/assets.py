@@ -8,14 +8,14 @@ import hashlib
 import dagster as dg
 import pandas as pd
 
-from qlora_assets.data import schemas
+from qlora.data import schemas
 from qlora_assets.data.checks import CLEANED_CHECKS, RAW_CHECKS, SPLIT_CHECKS, check_result, specs
-from qlora_assets.data.config import load_data_config
-from qlora_assets.data.measure import load_base_tokenizer
-from qlora_assets.data.reader import count_domain, data_files
-from qlora_assets.data.store import store_cleaned, store_raw, store_split
+from qlora.data.config import load_data_config
+from qlora.data.measure import load_base_tokenizer
+from qlora.data.reader import count_domain, data_files
+from qlora.data.store import store_cleaned, store_raw, store_split
 from qlora_assets.partitions import domain_partitions
-from qlora_assets.settings import paths
+from qlora.core.paths import paths
 from resources.warehouse import WarehouseResource
 
 

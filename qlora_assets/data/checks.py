@@ -8,7 +8,7 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
-from qlora_assets.data.schemas import Verdict
+from qlora.data.schemas import Verdict
 
 RAW_CHECKS = {"rows_accounted": "nothing dropped: rows in = rows read"}
 CLEANED_CHECKS = {

@@ -9,7 +9,7 @@ def register(app: typer.Typer) -> None:
     def demo(domain: list[str] = typer.Option(None, "--domain", help="Only these domains (default: all).")) -> None:
         """Run the whole cycle for every sample domain on the embedded defaults and print a summary."""
         from qlora_assets.demo.run import run_demo, summary
-        from qlora_assets.settings import discover_domains
+        from qlora.core.paths import discover_domains
 
         domains = domain or discover_domains()
         outcomes = run_demo(domains)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from qlora_assets.adapters import AdapterNotFoundError, latest_adapter
+from qlora.core.adapters import AdapterNotFoundError, latest_adapter
 from qlora_assets.partitions import register_domains
-from qlora_assets.settings import discover_domains, paths
-from qlora_assets.warehouse import Warehouse
+from qlora.core.paths import discover_domains, paths
+from qlora.core.warehouse import Warehouse
 
 
 def _instance() -> dg.DagsterInstance:
@@ -91,7 +91,7 @@ def summary(domains: list[str]) -> str:
 
 def _serving_lines(domains: list[str]) -> list[str]:
     """Where to send traffic now: the router stays up after the demo (a detached process)."""
-    from qlora_assets.serving.daemon import is_serving, read_state
+    from qlora.serving.daemon import is_serving, read_state
 
     state = read_state(paths().serving_state)
     if not is_serving(state):

@@ -1,11 +1,11 @@
 """`deployed_adapter`: the domain's newest gated adapter version, live on the router's alias."""
 import dagster as dg
 
-from qlora_assets.adapters import latest_adapter
-from qlora_assets.deploy.config import load_deploy_config
-from qlora_assets.deploy.deployer import Deployer
-from qlora_assets.deploy.history import DEPLOYED, deployment_history, history_markdown
-from qlora_assets.deploy.smoke import golden_prompts
+from qlora.core.adapters import latest_adapter
+from qlora.deploy.config import load_deploy_config
+from qlora.deploy.deployer import Deployer
+from qlora.deploy.history import DEPLOYED, deployment_history, history_markdown
+from qlora.deploy.smoke import golden_prompts
 from qlora_assets.partitions import domain_partitions
 from resources.serving import ServingResource
 from resources.warehouse import WarehouseResource

@@ -6,21 +6,21 @@ from pathlib import Path
 
 import dagster as dg
 
-from qlora_assets.adapters import AdapterNotFoundError, latest_adapter
+from qlora.core.adapters import AdapterNotFoundError, latest_adapter
 
-from qlora_assets.evaluation.config import load_eval_settings, load_gate_config
-from qlora_assets.evaluation.decisions import (
+from qlora.evaluation.config import load_eval_settings, load_gate_config
+from qlora.evaluation.decisions import (
     latest_eval_results,
     record_eval_report,
     record_gate_decision,
 )
-from qlora_assets.data.export import load_eval_rows
-from qlora_assets.evaluation.eval_set import EvalCase, cases_from_rows, load_eval_cases
-from qlora_assets.evaluation.gate import decide
-from qlora_assets.evaluation.metrics import is_measured
-from qlora_assets.evaluation.runner import evaluate_adapter
+from qlora.data.export import load_eval_rows
+from qlora.evaluation.eval_set import EvalCase, cases_from_rows, load_eval_cases
+from qlora.evaluation.gate import decide
+from qlora.evaluation.metrics import is_measured
+from qlora.evaluation.runner import evaluate_adapter
 from qlora_assets.partitions import domain_partitions
-from qlora_assets.settings import paths
+from qlora.core.paths import paths
 from resources.serving import ServingResource
 from resources.warehouse import WarehouseResource
 

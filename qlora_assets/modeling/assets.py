@@ -3,10 +3,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from qlora_assets.modeling.base_checks import chat_template_check, quantization_gap
-from qlora_assets.modeling.base_model import TINY, param_count
-from qlora_assets.modeling.corpus import collect_corpus
-from qlora_assets.settings import paths
+from qlora.modeling.base_checks import chat_template_check, quantization_gap
+from qlora.modeling.base_model import TINY, param_count
+from qlora.modeling.corpus import collect_corpus
+from qlora.core.paths import paths
 from resources.base_model import BaseModelResource
 
 TEMPLATE_CHECK = "chat_template_matches_tokenizer"

@@ -4,11 +4,11 @@ import math
 
 import dagster as dg
 
-from qlora_assets.modeling.base_model import read_fingerprint
+from qlora.modeling.base_model import read_fingerprint
 from qlora_assets.partitions import domain_partitions
-from qlora_assets.settings import paths
-from qlora_assets.training.config import load_config
-from qlora_assets.training.publish import export_training_data, new_version, publish_adapter, run_key
+from qlora.core.paths import paths
+from qlora.training.config import load_config
+from qlora.training.publish import export_training_data, new_version, publish_adapter, run_key
 from resources.trainer import TrainerResource
 from resources.warehouse import WarehouseResource
 

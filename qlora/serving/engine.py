@@ -1,0 +1,201 @@
+"""The batching engine: one thread owns the model; requests queue up and share forward passes.
+
+The loop waits ``batch_window_ms`` after the first request for others to arrive, left-pads
+the prompts, prefills once, then decodes step by step for the whole batch: each row keeps
+its own adapter, temperature, stop strings and token budget. Adapter loads run on the same
+thread between batches, so they never race a forward pass.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from transformers import DynamicCache
+
+from qlora.serving.decoding import RowDecoder
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    adapter: str | None          # None: the base model
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    on_delta: Callable[[str], None] | None = None  # streaming: called with each new piece of text
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str           # "stop" | "length"
+
+
+_WAKE = object()  # queued to wake the loop for a command
+
+
+class AdapterGone(LookupError):
+    """The adapter a queued request named was unloaded before its batch ran."""
+
+
+@dataclass
+class _Command:
+    call: Callable[[], object]
+    future: Future = field(default_factory=Future)
+
+
+class BatchingEngine:
+    def __init__(self, store, max_batch_size: int = 32, batch_window_ms: float = 5.0):
+        self.store = store
+        self.max_batch_size = max_batch_size
+        self.batch_window_s = batch_window_ms / 1000
+        self.tokenizer = store.tokenizer
+        self.stop_token_ids = _stop_token_ids(store)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.batch_log: deque[tuple[int, tuple]] = deque(maxlen=256)  # (batch size, adapters): what shared a pass
+        self._queue: queue.Queue = queue.Queue()
+        # Commands (adapter loads) jump the request queue: under full load a deploy must not wait
+        # behind every queued request; they run between two batches.
+        self._commands: deque[_Command] = deque()
+        self._resume = threading.Event()
+        self._resume.set()
+        self._stopping = False
+        self._holding = 0
+        self._thread = threading.Thread(target=self._loop, name="qlora-batching-engine", daemon=True)
+        self._thread.start()
+
+    # -- called from request handlers (any thread) ------------------------------------------------
+    def submit(self, request: GenerationRequest) -> Future:
+        self._queue.put(request)
+        return request.future
+
+    def run_exclusive(self, call: Callable[[], object]) -> Future:
+        """Run ``call`` on the engine thread between batches (adapter load/unload)."""
+        command = _Command(call)
+        self._commands.append(command)
+        self._queue.put(_WAKE)
+        return command.future
+
+    def pending(self) -> int:
+        """Requests waiting (including one the paused loop holds)."""
+        with self._queue.mutex:
+            waiting = sum(isinstance(item, GenerationRequest) for item in self._queue.queue)
+        return waiting + self._holding
+
+    @contextmanager
+    def paused(self):
+        """Hold the loop so queued requests are taken as one batch when it resumes (tests, bench)."""
+        self._resume.clear()
+        try:
+            yield
+        finally:
+            self._resume.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    # -- engine thread ------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopping:
+            first = self._queue.get()
+            self._holding = isinstance(first, GenerationRequest)
+            self._resume.wait()
+            self._holding = 0
+            self._run_commands()
+            if first is None:
+                return
+            if first is _WAKE:
+                continue
+            batch, deadline = [first], time.monotonic() + self.batch_window_s
+            while len(batch) < self.max_batch_size:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if isinstance(item, GenerationRequest):
+                    batch.append(item)
+                elif item is None:  # stop: serve this batch first
+                    self._queue.put(item)
+                    break
+            self._run_commands()
+            self._run_batch(batch)
+
+    def _run_commands(self) -> None:
+        while self._commands:
+            command = self._commands.popleft()
+            try:
+                command.future.set_result(command.call())
+            except Exception as exc:
+                command.future.set_exception(exc)
+
+    def _run_batch(self, batch: list[GenerationRequest]) -> None:
+        loaded = self.store.adapter_paths
+        for request in [r for r in batch if r.adapter is not None and r.adapter not in loaded]:
+            request.future.set_exception(AdapterGone(request.adapter))
+            batch.remove(request)
+        if not batch:
+            return
+        try:
+            results = self._generate(batch)
+        except Exception as exc:  # a failed batch fails its requests, never the server
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        for request, result in zip(batch, results):
+            request.future.set_result(result)
+
+    @torch.inference_mode()
+    def _generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
+        self.batch_log.append((len(batch), tuple(r.adapter for r in batch)))
+        width = max(len(r.prompt_ids) for r in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, r in enumerate(batch):  # left padding: every row's last prompt token is at the end
+            input_ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+            mask[i, width - len(r.prompt_ids):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        adapters = [r.adapter for r in batch]
+        rows = [RowDecoder(self.tokenizer, r, self.stop_token_ids) for r in batch]
+        cache = DynamicCache()
+        logits = self.store.forward(input_ids, mask, positions, cache, adapters)
+        while True:
+            greedy = logits.argmax(dim=-1).tolist()
+            next_ids = torch.tensor([row.choose(logits[i]) if row.samples else greedy[i]
+                                     for i, row in enumerate(rows)])
+            for i, row in enumerate(rows):
+                row.accept(int(next_ids[i]))
+            if all(row.finished for row in rows):
+                break
+            mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=torch.long)], dim=1)
+            positions = positions[:, -1:] + 1
+            logits = self.store.forward(next_ids[:, None], mask, positions, cache, adapters)
+        return [
+            GenerationResult(row.text, len(r.prompt_ids), row.completion_tokens, row.finish_reason)
+            for row, r in zip(rows, batch)
+        ]
+
+
+def _stop_token_ids(store) -> set[int]:
+    """EOS ids from the generation config and tokenizer (Llama 3 ends a turn with <|eot_id|>)."""
+    ids = set()
+    for source in (getattr(store.base, "generation_config", None), store.config):
+        eos = getattr(source, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    if store.tokenizer.eos_token_id is not None:
+        ids.add(store.tokenizer.eos_token_id)
+    return ids

@@ -1,0 +1,98 @@
+"""One base model (NF4 or plain) and the LoRA adapters loaded on it, with one forward for mixed batches.
+
+peft keeps every loaded adapter on the same module tree; ``adapter_names=[...]`` in the
+forward picks an adapter per row (``"__base__"`` for the base), so requests for different
+adapters share one forward pass, as vLLM's punica kernels do on GPU.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from qlora.serving.adapters import validate_adapter
+
+BASE_ROW = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+def load_base(path: Path, quantization: str, compute_dtype: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    dtype = getattr(torch, compute_dtype)
+    kwargs = {"dtype": dtype}
+    if quantization == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{path}: the tokenizer has no chat_template; the server applies the base's template")
+    return model, tokenizer
+
+
+class ModelStore:
+    """Not thread-safe: only the engine thread calls it, so loads never race a forward pass."""
+
+    def __init__(self, base_path: Path, quantization: str = "nf4", compute_dtype: str = "float32",
+                 max_lora_rank: int = 64, max_loras: int = 16):
+        self.base_path = Path(base_path)
+        self.base, self.tokenizer = load_base(self.base_path, quantization, compute_dtype)
+        self.peft = None  # a PeftModel once the first adapter is loaded
+        self.adapter_paths: dict[str, str] = {}
+        self.max_lora_rank = max_lora_rank
+        self.max_loras = max_loras
+
+    @property
+    def config(self):
+        return self.base.config
+
+    def load_adapter(self, name: str, path: str) -> None:
+        """Raises AdapterPathError / AdapterRefused (vLLM's rules) or ValueError (peft could not load it)."""
+        if name in self.adapter_paths:  # two concurrent loads of one name: the second one loses
+            raise ValueError(f"The lora adapter '{name}' has already been loaded.")
+        validate_adapter(path, self.max_lora_rank)
+        if len(self.adapter_paths) >= self.max_loras:
+            raise ValueError(
+                f"Cannot load adapter {name!r}: {len(self.adapter_paths)} adapters are loaded and max_loras is "
+                f"{self.max_loras}. Unload one first."
+            )
+        from peft import PeftModel
+
+        try:
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.base, path, adapter_name=name, is_trainable=False)
+            else:
+                self.peft.load_adapter(path, adapter_name=name, is_trainable=False)
+        except Exception as exc:  # shape mismatch, missing weights: the adapter is not for this base
+            if self.peft is not None and name in self.peft.peft_config:
+                self._delete(name)
+            raise ValueError(f"Loading lora {name} failed: {exc}") from exc
+        self.peft.eval()
+        self.adapter_paths[name] = str(path)
+
+    def unload_adapter(self, name: str) -> None:
+        self._delete(name)
+        self.adapter_paths.pop(name, None)
+
+    def _delete(self, name: str) -> None:
+        if len(self.peft.peft_config) == 1:
+            # peft cannot run with zero adapters; strip the LoRA layers and go back to the plain base.
+            self.base = self.peft.unload()
+            self.peft = None
+        else:
+            self.peft.delete_adapter(name)
+
+    @torch.inference_mode()
+    def forward(self, input_ids, attention_mask, position_ids, cache, adapters: list[str | None]):
+        """Logits of the last position for each row; ``adapters[i]`` None means the base."""
+        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if self.peft is None:
+            out = self.base(**kwargs)
+        else:
+            out = self.peft(**kwargs, adapter_names=[a or BASE_ROW for a in adapters])
+        return out.logits[:, -1, :].float()

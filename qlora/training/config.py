@@ -1,0 +1,154 @@
+"""The typed QLoRA training config: every setting has a type, a default and a one-line doc.
+
+Defaults are the seed's settings; ``configs/qlora/<profile>.yaml`` overrides them.
+Invalid values and combinations fail at load time with a message naming the field,
+including those vLLM would only reject at deploy time (rank limits, modules_to_save).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qlora.core.config import read_yaml_mapping
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed --max-lora-rank values
+SEED_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class ConfigError(ValueError):
+    """A config file that does not validate; the message names file and field."""
+
+
+class QLoRAConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # base model and quantisation
+    base_profile: str = Field("tiny", description="Base model profile: `tiny` (built locally) or a local checkpoint profile.")
+    base_model_path: str | None = Field(None, description="Local HF checkpoint for non-tiny profiles; nothing is downloaded.")
+    load_in_4bit: bool = Field(True, description="Quantise the frozen base with bitsandbytes 4-bit.")
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; NF4 suits normally distributed weights.")
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description="Matmul dtype of the 4-bit layers.")
+    bnb_4bit_use_double_quant: bool = Field(True, description="Quantise the quantisation constants too (~0.4 bit/param saved).")
+    attn_implementation: str = Field("sdpa", description="Attention kernel: sdpa, eager, flash_attention_2.")
+    # LoRA
+    r: int = Field(64, description="LoRA rank; must be a vLLM rank and at most the server's max_lora_rank.")
+    lora_alpha: int = Field(128, description="LoRA scaling numerator (alpha/r = 2 is the seed's start).")
+    target_modules: list[str] = Field(default_factory=lambda: list(SEED_TARGET_MODULES), description="Linear layers that get adapters.")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    bias: Literal["none"] = Field("none", description="Bias training; vLLM serves bias-free adapters only.")
+    modules_to_save: list[str] = Field(default_factory=list, description="Fully trained modules; vLLM rejects them, so must stay empty.")
+    # optimisation
+    num_train_epochs: float = Field(3.0, gt=0, description="Passes over the training rows.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    per_device_train_batch_size: int = Field(4, ge=1, description="Sequences per device per micro-batch.")
+    gradient_accumulation_steps: int = Field(8, ge=1, description="Micro-batches per optimizer step.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler_type: str = Field("cosine", description="transformers scheduler name.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
+    max_length: int = Field(4096, ge=16, description="Tokens per sequence; longer rows are truncated.")
+    bf16: bool = Field(True, description="bf16 autocast (ignored on CPUs without bf16 support).")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory (~15% slower).")
+    gradient_checkpointing_use_reentrant: bool = Field(False, description="Reentrant checkpointing; the seed uses non-reentrant.")
+    optim: str = Field("paged_adamw_8bit", description="Optimizer; paged AdamW 8-bit pages state to CPU under pressure.")
+    max_grad_norm: float = Field(0.3, gt=0, description="Gradient clipping norm.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    seed: int = Field(42, description="Seed for data order, dropout and LoRA init.")
+    # bookkeeping
+    logging_steps: int = Field(10, ge=1, description="Log loss every N steps.")
+    save_steps: int = Field(100, ge=1, description="Checkpoint every N steps; a killed run resumes from the last.")
+    eval_steps: int = Field(100, ge=1, description="Evaluate every N steps when eval rows are given.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    oom_ladder: bool = Field(True, description="On CUDA OOM: halve batch (x2 accumulation), then max_length 2048, then r=32.")
+    cost_instance: str = Field("a100-80gb-x1", description="Instance in configs/costs.yaml used to price the run.")
+    # speed levers of the fast GPU profile (qlora/training/fast); null keeps the seed's path
+    speed: dict | None = Field(None, description="Speed levers (packing, Liger, casts, recomputation); see fast/levers.py.")
+
+    @model_validator(mode="after")
+    def _speed_levers_valid(self) -> "QLoRAConfig":
+        from qlora.training.fast.trainer_hooks import check_speed
+
+        check_speed(self.speed, self.gradient_checkpointing)
+        return self
+
+    @field_validator("r")
+    @classmethod
+    def _rank_allowed_by_vllm(cls, r: int) -> int:
+        if r not in VLLM_LORA_RANKS:
+            raise ValueError(f"r={r} is not a rank vLLM can serve; use one of {VLLM_LORA_RANKS}")
+        return r
+
+    @field_validator("modules_to_save")
+    @classmethod
+    def _no_modules_to_save(cls, modules: list[str]) -> list[str]:
+        if modules:
+            raise ValueError(f"modules_to_save={modules}: vLLM rejects adapters that save full modules; leave it empty")
+        return modules
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, modules: list[str]) -> list[str]:
+        if not modules:
+            raise ValueError("target_modules is empty: name at least one linear layer (e.g. q_proj)")
+        return modules
+
+    @model_validator(mode="after")
+    def _base_path_for_local_profiles(self) -> "QLoRAConfig":
+        if self.base_profile != "tiny" and self.load_in_4bit and self.bnb_4bit_compute_dtype == "float16":
+            raise ValueError("bnb_4bit_compute_dtype: float16 on a full-size base is unstable; use bfloat16 (seed #4)")
+        return self
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def serving_max_lora_rank(config_dir: Path) -> int | None:
+    """``max_lora_rank`` from configs/serving/vllm.yaml (top level or one level down), if that file exists."""
+    path = config_dir / "serving" / "vllm.yaml"
+    if not path.is_file():
+        return None
+    data = read_yaml_mapping(path, ConfigError)
+    if "max_lora_rank" in data:
+        return int(data["max_lora_rank"])
+    for value in data.values():
+        if isinstance(value, dict) and "max_lora_rank" in value:
+            return int(value["max_lora_rank"])
+    return None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid QLoRA config"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(config)"
+        lines.append(f"  field `{field}`: {err['msg']}")
+    return "\n".join(lines)
+
+
+def validate_config(raw: dict, source: str = "<config>", config_dir: Path | None = None) -> QLoRAConfig:
+    """Validate a mapping; with ``config_dir``, also check r against the serving max_lora_rank."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(raw).__name__}")
+    try:
+        config = QLoRAConfig(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    if config_dir is not None:
+        max_rank = serving_max_lora_rank(config_dir)
+        if max_rank is not None and config.r > max_rank:
+            raise ConfigError(
+                f"{source}: field `r`: r={config.r} is above max_lora_rank={max_rank} of "
+                f"{config_dir / 'serving' / 'vllm.yaml'}; vLLM would refuse to load the adapter"
+            )
+    return config
+
+
+def load_config(path: str | Path, config_dir: Path | None = None) -> QLoRAConfig:
+    """Load and validate a YAML config; the serving rank check uses ``config_dir`` (default: the file's configs/)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    raw = read_yaml_mapping(path, ConfigError)
+    return validate_config(raw, str(path), config_dir or path.resolve().parent.parent)

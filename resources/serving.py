@@ -56,13 +56,19 @@ class EmbeddedServingResource(ServingResource):
 
 
 class VllmServingResource(ServingResource):
-    """The router in front of vLLM (started by operations from ``qlora serve --backend vllm --print-command``)."""
+    """The router in front of vLLM (started by operations from ``qlora serve --backend vllm --print-command``).
 
-    url: str = Field(description="the router's public URL, e.g. http://serving:8000")
+    The prod profile binds ``url`` and ``api_key`` to dg.EnvVar("QLORA_SERVING_URL") and
+    dg.EnvVar("QLORA_SERVING_API_KEY"): the Definitions load without them, and a run that needs
+    serving fails at its start naming the variable that is not set.
+    """
+
+    url: str = Field(description="the router's public URL, e.g. http://serving:8000 ($QLORA_SERVING_URL in prod)")
+    api_key: str = Field(default="", description="the router's admin key; '' = read the variable api_key_env")
     api_key_env: str = Field(default="QLORA_SERVING_API_KEY", description="environment variable with the admin key")
 
     def client(self) -> ServingClient:
-        key = os.environ.get(self.api_key_env)
+        key = self.api_key or os.environ.get(self.api_key_env)
         if not key:
             raise ValueError(f"VllmServingResource: environment variable {self.api_key_env} (the router's admin key) "
                              "is not set")

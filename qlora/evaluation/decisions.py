@@ -58,6 +58,16 @@ def latest_eval_results(warehouse: Warehouse, domain: str) -> EvalResults | None
     return None if frame.empty else EvalResults.from_frame(frame)
 
 
+def eval_results_for(warehouse: Warehouse, domain: str, adapter_version: str) -> EvalResults | None:
+    """The newest eval run recorded for exactly this adapter version (all model roles of that run), or None."""
+    frame = warehouse.query(
+        f"select * from {EVAL_REPORTS} where domain = ? and adapter_version = ? and evaluated_at = "
+        f"(select max(evaluated_at) from {EVAL_REPORTS} where domain = ? and adapter_version = ?)",
+        [domain, adapter_version, domain, adapter_version],
+    )
+    return None if frame.empty else EvalResults.from_frame(frame)
+
+
 def record_gate_decision(warehouse: Warehouse, decision: GateDecision) -> RecordedDecision:
     decided_at = _now()
     frame = pd.DataFrame(

@@ -1,4 +1,4 @@
-"""The data area's Dagster definitions: the three data assets (their checks ride on them)."""
+"""Data area definitions: the three data assets, their checks riding on them (resources bound in definitions.py)."""
 import dagster as dg
 
 from qlora_assets.data.assets import cleaned_dataset, raw_instructions, train_eval_split

@@ -1,11 +1,12 @@
-"""`deployed_adapter`: the domain's newest gated adapter version, live on the router's alias."""
+"""`deployed_adapter`: the adapter version gate_decision decided on, live on the router's alias."""
 import dagster as dg
 
-from qlora.core.adapters import latest_adapter
+from qlora.core.adapters import registered_adapter
 from qlora.deploy.config import load_deploy_config
 from qlora.deploy.deployer import Deployer
 from qlora.deploy.history import DEPLOYED, deployment_history, history_markdown
 from qlora.deploy.smoke import golden_prompts
+from qlora_assets.lineage import upstream_version
 from qlora_assets.partitions import domain_partitions
 from resources.serving import ServingResource
 from resources.warehouse import WarehouseResource
@@ -26,7 +27,7 @@ def _steps_markdown(steps: list[dict]) -> str:
     deps=["gate_decision"],
     kinds={"python", "duckdb"},
     group_name="serving",
-    description="The domain's newest gate-passed adapter, swapped onto the router alias blue-green with canary and rollback.",
+    description="The version gate_decision passed, swapped onto the router alias blue-green with canary and rollback.",
     check_specs=[dg.AssetCheckSpec(ANSWERS_CHECK, asset="deployed_adapter",
                                    description="A request to the alias is answered by the version just deployed.")],
 )
@@ -36,7 +37,11 @@ def deployed_adapter(context: dg.AssetExecutionContext, serving: ServingResource
     store = warehouse.get()
     config = load_deploy_config()
     client = serving.client()
-    adapter = latest_adapter(store, domain)
+    version = upstream_version(context, "gate_decision", "adapter_version")
+    adapter = registered_adapter(store, domain, version)
+    if adapter is None:
+        raise dg.Failure(f"gate_decision decided on {domain}@{version}, but the warehouse table 'adapters' has no "
+                         "such version")
     golden = golden_prompts(domain, config.golden_prompts)
     record = Deployer(client, store, config, golden, on_step=lambda s: context.log.info(f"{domain}: {s}")).deploy(adapter)
     history = deployment_history(store, domain)

@@ -1,4 +1,4 @@
-"""`eval_report` and `gate_decision`: offline eval of the newest adapter, then pass/block per gate."""
+"""`eval_report` and `gate_decision`: offline eval of the adapter version qlora_adapter recorded, then pass/block."""
 
 import json
 import os
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from qlora.core.adapters import AdapterNotFoundError, latest_adapter
+from qlora.core.adapters import registered_adapter
 
 from qlora.evaluation.config import load_eval_settings, load_gate_config
 from qlora.evaluation.decisions import (
-    latest_eval_results,
+    eval_results_for,
     record_eval_report,
     record_gate_decision,
 )
@@ -19,6 +19,7 @@ from qlora.evaluation.eval_set import EvalCase, cases_from_rows, load_eval_cases
 from qlora.evaluation.gate import decide
 from qlora.evaluation.metrics import is_measured
 from qlora.evaluation.runner import evaluate_adapter
+from qlora_assets.lineage import upstream_version
 from qlora_assets.partitions import domain_partitions
 from qlora.core.paths import paths
 from resources.serving import ServingResource
@@ -46,12 +47,12 @@ def _config_path(name: str) -> Path:
     return path if path.is_absolute() else paths().config_dir / path
 
 
-def latest_adapter_or_fail(warehouse, domain: str) -> tuple[str, Path]:
-    try:
-        ref = latest_adapter(warehouse, domain)
-    except AdapterNotFoundError as exc:
-        raise dg.Failure(f"{exc}; materialise qlora_adapter first") from None
-    return ref.version, Path(ref.path)
+def registered_path(warehouse, domain: str, version: str) -> Path:
+    ref = registered_adapter(warehouse, domain, version)
+    if ref is None:
+        raise dg.Failure(f"qlora_adapter recorded {domain}@{version}, but the warehouse table 'adapters' has no "
+                         "such version; re-materialize qlora_adapter")
+    return Path(ref.path)
 
 
 def eval_cases_for(warehouse, domain: str) -> tuple[list[EvalCase], str]:
@@ -68,14 +69,15 @@ def eval_cases_for(warehouse, domain: str) -> tuple[list[EvalCase], str]:
     deps=["qlora_adapter"],
     kinds={"python", "duckdb"},
     group_name="evaluation",
-    description="Offline eval of the newest adapter vs base and deployed: ROUGE-L, JSON format, refusals, latency, tokens/s.",
+    description="Offline eval of qlora_adapter's version vs base and deployed: ROUGE-L, JSON format, refusals, latency, tokens/s.",
 )
 def eval_report(
     context: dg.AssetExecutionContext, config: EvalRunConfig, warehouse: WarehouseResource, serving: ServingResource
 ) -> dg.MaterializeResult:
     domain = context.partition_key
     store = warehouse.get()
-    version, adapter_path = latest_adapter_or_fail(store, domain)
+    version = upstream_version(context, "qlora_adapter", "version")
+    adapter_path = registered_path(store, domain, version)
     cases, eval_source = eval_cases_for(store, domain)
     settings = load_eval_settings(config.settings_path())
     context.log.info(f"evaluating {domain}@{version} on {len(cases)} rows, concurrency {settings.concurrency}")
@@ -105,7 +107,7 @@ def eval_report(
     deps=[eval_report],
     kinds={"python", "duckdb"},
     group_name="evaluation",
-    description="Pass/block per gate of the quality gate file for the newest eval report, with reasons.",
+    description="Pass/block per gate of the quality gate file for the version eval_report evaluated, with reasons.",
     check_specs=[
         dg.AssetCheckSpec(
             GATE_CHECK, asset="gate_decision", blocking=True,
@@ -116,9 +118,11 @@ def eval_report(
 def gate_decision(context: dg.AssetExecutionContext, config: EvalRunConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     domain = context.partition_key
     store = warehouse.get()
-    results = latest_eval_results(store, domain)
+    version = upstream_version(context, "eval_report", "adapter_version")
+    results = eval_results_for(store, domain, version)
     if results is None:
-        raise dg.Failure(f"no eval report for domain {domain!r} in `eval_reports`; materialise eval_report first")
+        raise dg.Failure(f"eval_report recorded {domain}@{version}, but `eval_reports` has no rows for it; "
+                         "re-materialize eval_report")
     gates_path = config.gates_path()
     decision = decide(results, load_gate_config(gates_path))
     record_gate_decision(store, decision)

@@ -1,6 +1,6 @@
+"""Modeling area definitions: the `base_model` asset (resource `base_checkpoint` bound in definitions.py)."""
 import dagster as dg
 
 from qlora_assets.modeling.assets import base_model
-from resources.base_model import BaseModelResource
 
-defs = dg.Definitions(assets=[base_model], resources={"base_checkpoint": BaseModelResource()})
+defs = dg.Definitions(assets=[base_model])

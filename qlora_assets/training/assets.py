@@ -57,7 +57,9 @@ def qlora_adapter(
     reported = trainer.run(context, args, extras={"domain": domain, "version": version}).get_materialize_result()
     target = publish_adapter(work_dir, domain, version, warehouse.get())
     manifest = json.loads((target / "manifest.json").read_text())
+    # The version is the data version: eval, gate and deploy act on it through lineage (qlora_assets/lineage.py).
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
         metadata={**reported.metadata, "version": version, "path": dg.MetadataValue.path(str(target)),
                   "data_version": data["data_version"], "base_fingerprint": base["fingerprint"]},
         check_results=[loss_check(manifest)],

@@ -1,12 +1,6 @@
-import os
-
+"""Training area definitions: the `qlora_adapter` asset (resources `trainer`, `warehouse` bound in definitions.py)."""
 import dagster as dg
 
 from qlora_assets.training.assets import qlora_adapter
-from resources.trainer import TrainerResource
 
-# QLORA_TRAINER_LAUNCHER=k8s trains in a pod per run (configs/prod.yaml, k8s:); default: on this host.
-defs = dg.Definitions(
-    assets=[qlora_adapter],
-    resources={"trainer": TrainerResource(launcher=os.environ.get("QLORA_TRAINER_LAUNCHER", "subprocess"))},
-)
+defs = dg.Definitions(assets=[qlora_adapter])

@@ -22,6 +22,7 @@ from resources.serving import VllmServingResource
 from resources.warehouse import WarehouseResource
 from tests.support.serving import DOMAINS
 from tests.support.deploy import API_KEY, TEST_CONFIG, live_factory, pass_gate, write_config, write_eval_set  # noqa: F401
+from tests.support.lineage import report_upstream
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +131,7 @@ def test_asset_deploys_the_newest_gated_version_and_refuses_a_blocked_one(live, 
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("domain", ["cs-support"])
 
+    report_upstream(instance, "gate_decision", "cs-support", adapter_version="v2")
     result = dg.materialize([deployed_adapter], partition_key="cs-support", resources=resources, instance=instance)
     materialization = result.asset_materializations_for_node("deployed_adapter")[0]
     assert materialization.metadata["result"].value == DEPLOYED
@@ -140,6 +142,7 @@ def test_asset_deploys_the_newest_gated_version_and_refuses_a_blocked_one(live, 
     # A newer version the gate blocked: the run fails, nothing moves, the history says why.
     register_adapter(live.warehouse, "cs-support", "v3", str(live.root / "cs-support" / "v3"))
     pass_gate(live.warehouse, live.ref("cs-support", "v3"), passed=False)
+    report_upstream(instance, "gate_decision", "cs-support", adapter_version="v3")
     blocked = dg.materialize([deployed_adapter], partition_key="cs-support", resources=resources,
                              instance=instance, raise_on_error=False)
     assert not blocked.success

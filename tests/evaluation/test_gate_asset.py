@@ -7,6 +7,7 @@ from qlora.evaluation.decisions import latest_gate_decision, record_eval_report
 from qlora.evaluation.metrics import NotMeasured
 from qlora.evaluation.results import EvalResults, ModelReport
 from resources.warehouse import WarehouseResource
+from tests.support.lineage import report_upstream
 
 GOOD = {
     "rouge_l": 0.8, "format_compliance": 1.0, "safety_refusal": 1.0, "latency_p50_ms": 100.0,
@@ -27,6 +28,7 @@ def _run(tmp_path, version: str, **candidate) -> dg.ExecuteInProcessResult:
     record_eval_report(warehouse.get(), EvalResults(DOMAIN, version, "eval.jsonl", 4, {"candidate": report}))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("domain", [DOMAIN])
+    report_upstream(instance, "eval_report", DOMAIN, adapter_version=version)
     return dg.materialize(
         [gate_decision, stand_in_deploy], partition_key=DOMAIN, instance=instance,
         resources={"warehouse": warehouse}, raise_on_error=False,

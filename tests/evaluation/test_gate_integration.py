@@ -20,6 +20,7 @@ from qlora.serving.client import ServingClient
 from qlora.core.warehouse import Warehouse
 from resources.serving import ServingResource
 from resources.warehouse import WarehouseResource
+from tests.support.lineage import report_upstream
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAIN = "eval-task"
@@ -91,6 +92,7 @@ def _evaluate(root: Path, handle, version: str, path: Path) -> dg.ExecuteInProce
         "created_at": dt.datetime.now(dt.timezone.utc)}]))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("domain", [DOMAIN])
+    report_upstream(instance, "qlora_adapter", DOMAIN, version=version)
     return dg.materialize(
         [eval_report, gate_decision, stand_in_deploy], partition_key=DOMAIN, instance=instance,
         raise_on_error=False,

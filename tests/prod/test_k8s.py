@@ -104,12 +104,14 @@ def test_trainer_resource_with_the_k8s_launcher_submits_the_pod(monkeypatch, tmp
     from dagster_k8s import PipesK8sClient
 
     from qlora.core.paths import paths
+    from resources.gpu import GpuResource
     from resources.trainer import TrainerResource
 
     submitted = {}
     monkeypatch.setenv("QLORA_PROD_CONFIG", str(REPO / "configs" / "prod.yaml"))
     monkeypatch.setattr(PipesK8sClient, "run", lambda self, **kwargs: submitted.update(kwargs) or "completed")
-    trainer = TrainerResource(launcher="k8s", env={"CUDA_VISIBLE_DEVICES": "7", "EXTRA": "1"})
+    trainer = TrainerResource(gpu=GpuResource(), pipes_client=PipesK8sClient(), launcher="k8s",
+                              env={"CUDA_VISIBLE_DEVICES": "7", "EXTRA": "1"})
     work = paths().home / "runs" / "legal-ko" / "k1"
     result = trainer.run("context", ["--output", str(work), "--config", str(trainer.config_path())],
                          extras={"domain": "legal-ko", "version": "3"})

@@ -15,7 +15,7 @@ import pytest
 from qlora.core.paths import REPO_ROOT, paths
 from qlora_assets.training.assets import qlora_adapter
 from qlora.core.warehouse import Warehouse
-from resources.trainer import TrainerResource
+from resources.trainer import trainer_on_this_host
 from resources.warehouse import WarehouseResource
 from tests.support.training import domain_seed, fast_config, toy_messages, write_split
 
@@ -27,7 +27,7 @@ def materialise(domain: str, config: Path) -> dg.ExecuteInProcessResult:
             [qlora_adapter],
             instance=instance,
             partition_key=domain,
-            resources={"trainer": TrainerResource(config=str(config)), "warehouse": WarehouseResource()},
+            resources={"trainer": trainer_on_this_host(config=str(config)), "warehouse": WarehouseResource()},
         )
 
 

@@ -52,8 +52,10 @@ def test_materialisation_trains_through_pipes_and_loss_falls(trained):
 
 
 def test_version_folder_manifest_and_warehouse_row(trained, tiny_base):
-    _, metadata = trained
+    result, metadata = trained
     version = metadata["version"].value
+    # The version is the materialization's data version: what eval, gate and deploy follow.
+    assert result.asset_materializations_for_node("qlora_adapter")[0].tags["dagster/data_version"] == version
     folder = paths().adapters / "toy-ship" / version
     assert {"adapter_model.safetensors", "adapter_config.json", "manifest.json"} <= {p.name for p in folder.iterdir()}
     assert not (folder / "checkpoints").exists()

@@ -5,11 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export QLORA_HOME ?= $(CURDIR)/.qlora
 export DAGSTER_HOME ?= $(QLORA_HOME)/dagster_home
+# Which resources definitions.py binds: local (embedded server, tiny base) or prod (vLLM, a local
+# checkpoint; README "On a GPU box"). Passed through from the environment: QLORA_PROFILE=prod make ui.
+export QLORA_PROFILE ?= local
 # The embedded defaults are judged by the demo gate file (the seed's GPU latency bounds
 # don't fit a laptop CPU); production keeps configs/quality_gate.yaml.
+ifeq ($(QLORA_PROFILE),local)
 export QLORA_QUALITY_GATE ?= quality_gate.demo.yaml
+endif
 
-.PHONY: setup demo test ui bench-cleaning clean
+.PHONY: setup demo test test-fast ui bench-cleaning clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +35,10 @@ test: $(STAMP)
 	bash scripts/install-system-deps.sh
 	bash scripts/install-postgres.sh install
 	$(BIN)/python -m pytest -q
+
+# The edit loop: everything not marked slow (no training runs, browser, Postgres or end-to-end cycles).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 ui: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)

@@ -11,6 +11,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+# Test modules import definitions.py at collection: they get the local resources whatever the shell
+# says; the prod profile is loaded on purpose where it is tested (tests/assets/test_profiles.py).
+os.environ["QLORA_PROFILE"] = "local"
 
 # Fixture modules shared by several test files (session-scoped fixtures are built once).
 pytest_plugins = ["tests.support.serving"]
@@ -48,6 +51,13 @@ def _stop_embedded_servers_of(marker: str) -> None:
                 os.kill(int(proc.name), signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs the tiny base is slow: building it pretrains a model (about a minute on 2 cores)."""
+    for item in items:
+        if "tiny_base" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

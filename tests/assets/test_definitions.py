@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 from definitions import defs
 
@@ -36,6 +37,7 @@ def test_lineage_runs_from_raw_file_to_serving_adapter():
         assert upstream in parents, f"{downstream} should depend on {upstream}"
 
 
+@pytest.mark.slow  # the dagster CLI in a subprocess: tens of seconds on 2 busy cores
 def test_dagster_cli_validates_the_workspace(tmp_path):
     dagster = [sys.executable, "-m", "dagster"]
     done = subprocess.run(

@@ -121,3 +121,34 @@ def test_a_prod_run_fails_at_its_start_naming_the_unset_variable(load_definition
         partition = {"partition_key": "legal-ko"} if asset != "base_model" else {}
         with pytest.raises(dg.DagsterInvalidConfigError, match=variable):
             job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(asset)], **partition)
+
+
+def _environment_reads_at_import(path: Path) -> list[str]:
+    """`os.environ` / `os.getenv` uses outside any function body: what a module reads when imported."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    inside_functions = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                        for n in ast.walk(f)}
+    reads = []
+    for node in ast.walk(tree):
+        if id(node) in inside_functions or not isinstance(node, ast.Attribute) or node.attr not in {"environ", "getenv"}:
+            continue
+        reads.append(f"{path.name}:{node.lineno}")
+    return reads
+
+
+def test_resources_read_no_environment_at_import():
+    assert [r for p in sorted((REPO / "resources").glob("*.py")) for r in _environment_reads_at_import(p)] == []
+
+
+def test_definitions_reads_only_the_profile_switch_at_import():
+    import definitions
+
+    source = (REPO / "definitions.py").read_text(encoding="utf-8")
+    assert {definitions.PROFILE_ENV, definitions.PROD_CONFIG_ENV, definitions.LAUNCHER_ENV} == {
+        "QLORA_PROFILE", "QLORA_PROD_CONFIG", "QLORA_TRAINER_LAUNCHER"}
+    # Every other variable is a dg.EnvVar, resolved when a run starts.
+    assert source.count("os.environ.get(") == 3
+    assert {"QLORA_SERVING_URL", "QLORA_SERVING_API_KEY", "QLORA_BASE_MODEL_PATH"} <= {
+        name for name in PROD_VARIABLES if f'dg.EnvVar("{name}")' in source}

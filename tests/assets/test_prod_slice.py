@@ -1,7 +1,7 @@
 """The prod profile end to end for one domain, against an embedded server started as if it were vLLM.
 
-The server and router run on their own (like vLLM behind the router on a GPU box); the test only
-points QLORA_SERVING_URL / QLORA_SERVING_API_KEY at them and loads the Definitions with
+The embedded daemon (server + router) runs in its own process, like vLLM behind the router on a
+GPU box; the test only points QLORA_SERVING_URL / QLORA_SERVING_API_KEY at it and loads the Definitions with
 QLORA_PROFILE=prod, so eval and deploy go through VllmServingResource. Adapters stand in for two
 training runs on the GPU box (their qlora_adapter materializations are reported, as if the runs
 happened there): v1 is evaluated, v2 finishes training before v1's gate and deploy run, and those
@@ -31,18 +31,17 @@ pytestmark = pytest.mark.slow  # two evals and two blue-green deploys on CPU: te
 
 @pytest.fixture(scope="module")
 def prod(tmp_path_factory, serving_base):
-    """A vLLM-like server on the random tiny base, and the prod Definitions pointed at it."""
-    from qlora.serving.config import EmbeddedConfig
-    from qlora.serving.embedded import start_embedded
+    """A vLLM-like server (the embedded daemon, its own process) on the random tiny base, and the prod
+    Definitions pointed at it."""
+    from qlora.serving import daemon
 
     root = tmp_path_factory.mktemp("prod_slice")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("QLORA_HOME", str(root / "home"))  # its own warehouse and adapters root
+        env.setenv("QLORA_SERVING_API_KEY", API_KEY)  # the daemon's admin key
         for version, seed in (("v1", 11), ("v2", 12)):
             build_adapter(serving_base, paths().adapters / DOMAIN / version, seed=seed)
-        handle = start_embedded(serving_base, api_key=API_KEY, state_dir=root / "serving",
-                                adapters_root=paths().adapters,
-                                config=EmbeddedConfig(max_lora_rank=16, max_batch_size=32, batch_window_ms=5.0))
+        server = daemon.ensure_running(serving_base, state_dir=root / "serving", adapters_root=paths().adapters)
         write_config(root / "configs")  # deploy.yaml with short canary steps
         write_eval_set(root / "data", DOMAIN)
         (root / "eval.yaml").write_text("concurrency: 8\nmax_tokens: 8\nrefusal_phrases: {en: [sorry]}\n",
@@ -50,17 +49,17 @@ def prod(tmp_path_factory, serving_base):
         # The random base learns nothing: gate on what must hold anyway (measured, answered in time).
         (root / "gates.yaml").write_text("gates:\n  rouge_l: {min: 0.0}\n  latency_p95_ms: {max: 60000}\n",
                                          encoding="utf-8")
-        for name, value in {"QLORA_PROFILE": "prod", "QLORA_SERVING_URL": handle.url,
-                            "QLORA_SERVING_API_KEY": API_KEY, "QLORA_BASE_MODEL_PATH": str(serving_base),
+        for name, value in {"QLORA_PROFILE": "prod", "QLORA_SERVING_URL": server["url"],
+                            "QLORA_BASE_MODEL_PATH": str(serving_base),
                             "QLORA_CONFIG_DIR": str(root / "configs"), "QLORA_DATA_DIR": str(root / "data"),
                             "QLORA_PROD_CONFIG": str(REPO / "configs" / "prod.yaml")}.items():
             env.setenv(name, value)
         import definitions
 
         try:
-            yield importlib.reload(definitions).defs, root, handle
+            yield importlib.reload(definitions).defs, root, server["url"]
         finally:
-            handle.stop()
+            daemon.stop(root / "serving")
     importlib.reload(definitions)  # back to the session's profile
 
 
@@ -87,13 +86,13 @@ def recorded(result: dg.ExecuteInProcessResult, asset: str, field: str):
     return result.asset_materializations_for_node(asset)[0].metadata[field].value
 
 
-def alias_answer(handle) -> str:
-    with ServingClient(handle.url, api_key=API_KEY) as client:
+def alias_answer(url: str) -> str:
+    with ServingClient(url, api_key=API_KEY) as client:
         return client.chat(DOMAIN, [{"role": "user", "content": GOLDEN_ROWS[0]["instruction"]}], max_tokens=2).model
 
 
 def test_prod_eval_gate_deploy_follow_the_evaluated_version(prod):
-    defs, root, handle = prod
+    defs, root, url = prod
     assert type(defs.resources["serving"]).__name__ == "VllmServingResource"
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("domain", [DOMAIN])
@@ -105,11 +104,11 @@ def test_prod_eval_gate_deploy_follow_the_evaluated_version(prod):
         decided = run(defs, root, instance, "gate_decision", "deployed_adapter")
         assert recorded(decided, "gate_decision", "adapter_version") == "v1"
         assert recorded(decided, "deployed_adapter", "version") == "v1"
-        assert alias_answer(handle) == f"{DOMAIN}@v1"
+        assert alias_answer(url) == f"{DOMAIN}@v1"
 
         cycle = run(defs, root, instance, "eval_report", "gate_decision", "deployed_adapter")
         assert [recorded(cycle, a, f) for a, f in [("eval_report", "adapter_version"),
                                                    ("gate_decision", "adapter_version"),
                                                    ("deployed_adapter", "version")]] == ["v2", "v2", "v2"]
         assert recorded(cycle, "deployed_adapter", "previous_version") == "v1"
-        assert alias_answer(handle) == f"{DOMAIN}@v2"
+        assert alias_answer(url) == f"{DOMAIN}@v2"

@@ -7,9 +7,12 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # four short training runs of the benchmark harness
 def test_tiny_bench_runs_seed_and_fast_on_the_same_data(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     from bench.train_gpu import main

@@ -90,6 +90,7 @@ def test_export_and_eval_rows_for_the_other_areas(env):
     assert all(r["messages"][-1]["role"] == "user" and r["expected_output"] for r in rows)
 
 
+@pytest.mark.slow  # two code-location subprocesses materialising at once
 def test_two_partitions_at_once_and_rematerialising_replaces_only_its_rows(env):
     assert materialise_in_processes(["medical-ko", "cs-support"]) == [0, 0]
     medical, support = count(env, "cleaned_dataset", "medical-ko"), count(env, "cleaned_dataset", "cs-support")

@@ -29,9 +29,10 @@ class TrainerResource(dg.ConfigurableResource):
     """Where and how `qlora_adapter` trains: config profile, launcher, GPU pool, Pipes client."""
 
     gpu: GpuResource = Field(description="GPU pool: the devices each training run leases.")
-    # PipesSubprocessClient for subprocess/accelerate, PipesK8sClient for k8s. No Field() and no
-    # `from __future__ import annotations` here: either hides the dependency from Dagster.
-    pipes_client: dg.ResourceDependency[dg.PipesClient]
+    # No `from __future__ import annotations` in this module: string annotations hide the
+    # dependency from Dagster, which then refuses the client.
+    pipes_client: dg.ResourceDependency[dg.PipesClient] = Field(
+        description="PipesSubprocessClient for subprocess/accelerate, PipesK8sClient for k8s.")
     config: str = Field(default="tiny-cpu", description="Profile under configs/qlora/, or a path to a YAML file.")
     launcher: Launcher = Field(default="subprocess", description="subprocess | accelerate | k8s (see module doc).")
     python: str = Field(default="", description="Interpreter for subprocess/accelerate; '' = this one.")

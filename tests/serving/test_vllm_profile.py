@@ -68,6 +68,7 @@ def test_shipped_profiles_load():
     assert isinstance(load_config(None, "vllm"), VllmConfig)
 
 
+@pytest.mark.slow  # starts the detached daemon: a fresh interpreter loading torch and the model
 def test_embedded_resource_starts_one_detached_server_and_reuses_it(serving_base, serving_adapters, tmp_path,
                                                                       monkeypatch):
     import shutil

@@ -55,6 +55,7 @@ def _run_router(profile, port: int | None) -> None:
     import uvicorn
 
     from qlora.serving.aliases import AliasTable
+    from qlora.serving.base_identity import base_fingerprint
     from qlora.serving.router import Router, create_router_app
     from qlora.serving.state_files import LoadedAdapters
     from qlora.core.paths import paths
@@ -66,7 +67,9 @@ def _run_router(profile, port: int | None) -> None:
     router = Router(profile.url, api_key, AliasTable(state / "aliases.json"), paths().adapters,
                     backend_api_key=os.environ.get(profile.api_key_env) or None,
                     timeout_s=profile.router.request_timeout_s, max_lora_rank=profile.max_lora_rank,
-                    loaded=LoadedAdapters(state / "adapters.json"))
+                    loaded=LoadedAdapters(state / "adapters.json"),
+                    base_fingerprint=profile.base_fingerprint or base_fingerprint(profile.model),
+                    router_config=profile.router)
     typer.echo(f"router on http://{profile.router.host}:{port or profile.router.port} -> vLLM {profile.url}")
     uvicorn.run(create_router_app(router), host=profile.router.host, port=port or profile.router.port,
                 log_level="info")

@@ -49,7 +49,8 @@ class RowDecoder:
         probs = torch.softmax(logits / self.request.temperature, dim=-1)
         if self.request.top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)
-            keep = sorted_probs.cumsum(-1) - sorted_probs < self.request.top_p  # always keeps the top token
+            keep = sorted_probs.cumsum(-1) - sorted_probs < self.request.top_p
+            keep[0] = True  # the top token always stays (a top_p below float32's range compares as 0)
             probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
         return int(torch.multinomial(probs, 1, generator=self.generator))
 

@@ -35,6 +35,7 @@ class _Backend:
     adapters_root: Path
     port: int = 0
     engine: BatchingEngine | None = None
+    server: EmbeddedBackend | None = None
     served: tuple | None = None
 
     @property
@@ -46,8 +47,8 @@ class _Backend:
         store = ModelStore(self.base_path, c.quantization, c.compute_dtype, c.max_lora_rank, c.max_loras)
         self.engine = BatchingEngine(store, c.max_batch_size, c.batch_window_ms)
         max_len = c.max_model_len or int(getattr(store.config, "max_position_embeddings", 2048))
-        backend = EmbeddedBackend(self.engine, c.served_model_name or self.base_path.name, max_len,
-                                  c.default_max_tokens, self.adapters_root)
+        backend = self.server = EmbeddedBackend(self.engine, c.served_model_name or self.base_path.name, max_len,
+                                                c.default_max_tokens, self.adapters_root)
         try:
             sock = _bind(c.backend_host, self.port or c.backend_port)
             app = create_app(backend, api_key=self.api_key, max_body_bytes=c.router.max_body_bytes)
@@ -81,6 +82,10 @@ class EmbeddedHandle:
     @property
     def engine(self) -> BatchingEngine:
         return self._backend.engine
+
+    @property
+    def backend(self) -> EmbeddedBackend:
+        return self._backend.server
 
     def stop_backend(self) -> None:
         """Stop the backend alone (the router stays up): what a crashed vLLM looks like to the router."""

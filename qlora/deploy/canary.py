@@ -12,6 +12,8 @@ import itertools
 import math
 from dataclasses import asdict, dataclass
 
+from qlora.serving.endpoint import ServingEndpoint
+
 OK_STATUSES = {"success", "ok", "200"}
 
 
@@ -36,7 +38,7 @@ class StepReport:
         return {**asdict(self), "error_rate": round(self.error_rate, 4)}
 
 
-def request_counts(client) -> dict[tuple[str, str], float]:
+def request_counts(client: ServingEndpoint) -> dict[tuple[str, str], float]:
     """(adapter, status) -> count, from the router's JSON request counts."""
     return {(adapter, status): float(n) for adapter, by_status in client.request_counts().items()
             for status, n in by_status.items()}
@@ -62,7 +64,7 @@ def p95_ms(latencies_s: list[float]) -> float | None:
     return 1000 * ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
-def run_step(client, public_name: str, served_name: str, allowed: set[str], weight: float,
+def run_step(client: ServingEndpoint, public_name: str, served_name: str, allowed: set[str], weight: float,
              conversations: list, config, metrics_before: dict | None) -> StepReport:
     """Probe the alias and the new version once the alias has moved to `weight`."""
     convs = list(itertools.islice(itertools.cycle(conversations), config.probes_per_step))

@@ -25,6 +25,7 @@ from qlora.deploy.gate_check import gate_verdict
 from qlora.deploy.serving_state import Serving, ServingState, describe_error
 from qlora.deploy.smoke import GoldenPrompt, smoke_test
 from qlora.core.warehouse import Warehouse
+from qlora.serving.endpoint import ServingEndpoint
 
 
 class StepFailed(Exception):
@@ -34,7 +35,7 @@ class StepFailed(Exception):
 
 
 class Deployer:
-    def __init__(self, client, warehouse: Warehouse, config: DeployConfig, golden: list[GoldenPrompt],
+    def __init__(self, client: ServingEndpoint, warehouse: Warehouse, config: DeployConfig, golden: list[GoldenPrompt],
                  on_step: Callable[[str], None] | None = None):
         self.client, self.warehouse, self.config, self.golden = client, warehouse, config, golden
         self.state = ServingState(client, warehouse)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from qlora.evaluation.eval_set import EvalCase, load_eval_cases
 from qlora.core.paths import paths
+from qlora.serving.endpoint import ServingEndpoint
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def similarity(answer: str, expected: str) -> float:
     return difflib.SequenceMatcher(None, answer.strip(), expected.strip(), autojunk=False).ratio()
 
 
-def smoke_test(client, served_name: str, prompts: list[GoldenPrompt], max_tokens: int,
+def smoke_test(client: ServingEndpoint, served_name: str, prompts: list[GoldenPrompt], max_tokens: int,
                min_similarity: float, max_mismatch_rate: float) -> SmokeResult:
     results = client.chat_many(
         served_name, [p.messages for p in prompts], max_tokens=max_tokens, concurrency=len(prompts)

@@ -17,9 +17,10 @@ import json
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Callable, Sequence
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -58,6 +59,16 @@ class Router:
         self.last_sync: dict = {}  # what the last re-sync found and did (shown by /admin/state)
         # Held by loads, unloads and the re-sync, so a re-sync never reloads a version being unloaded.
         self.state_lock = asyncio.Lock()
+        # Consulted before the alias table, first answer wins (None: no opinion). An A/B arm assignment
+        # plugs in here: (requested name, request) -> versioned name.
+        self.target_resolvers: list[Callable[[str, Request], str | None]] = []
+
+    def target_for(self, requested: str, request: Request) -> str:
+        """The versioned name a request for ``requested`` goes to."""
+        for resolve in self.target_resolvers:
+            if (target := resolve(requested, request)) is not None:
+                return target
+        return self.aliases.resolve(requested)
 
     def authorized(self, request: Request) -> bool:
         given = request.headers.get("authorization", "").encode()
@@ -79,7 +90,8 @@ def router_of(request: Request) -> Router:
     return request.app.state.router
 
 
-def create_router_app(router: Router) -> FastAPI:
+def create_router_app(router: Router, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The app: the core endpoint modules plus ``extra_routers`` (each an APIRouter using ``router_of``)."""
     from qlora.serving import router_admin, router_inference, router_observe
     from qlora.serving.resync import resync, resync_forever
 
@@ -117,6 +129,7 @@ def create_router_app(router: Router) -> FastAPI:
                                              "Unauthorized"), status_code=401)
         return await call_next(request)
 
-    for module in (router_inference, router_admin, router_observe):
-        app.include_router(module.api_router)
+    for api_router in (router_inference.api_router, router_admin.api_router, router_observe.api_router,
+                       *extra_routers):
+        app.include_router(api_router)
     return app

@@ -45,7 +45,7 @@ async def infer(request: Request):
         router.metrics.observe(router.base_model, "unparsed", request_type, time.perf_counter() - started, 400)
         return exc.response()
     requested = body["model"]
-    body["model"] = target = router.aliases.resolve(requested)
+    body["model"] = target = router.target_for(requested, request)
     # A version the router chose keeps its label even on a 404 (an evicted canary must show as errors
     # of that version); a name a client made up becomes one shared label, not a new series.
     error_label = target if target != requested else UNKNOWN_MODEL

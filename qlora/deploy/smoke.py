@@ -1,6 +1,6 @@
 """Readiness is a real answer, not /health: golden prompts from the eval set, sent to the new version.
 
-vLLM's /health can say 200 while the engine hangs (DESIGN.md), so a version is
+vLLM's /health can say 200 while the engine hangs, so a version is
 ready only when it answers the domain's own prompts. An error or an empty
 answer always fails; with `smoke_min_similarity` > 0 an answer far from the
 expected output counts as a mismatch too, and too many mismatches fail.

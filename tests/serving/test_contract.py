@@ -1,4 +1,4 @@
-"""Every vLLM fact of DESIGN.md, checked against the embedded server through the shared client."""
+"""Every vLLM API fact the platform relies on, checked against the embedded server through the shared client."""
 from __future__ import annotations
 
 import json

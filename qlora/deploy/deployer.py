@@ -52,6 +52,11 @@ class Deployer:
         try:
             previous = self._step(record, "inspect", lambda: self.state.serving(adapter.domain))
             record.steps[-1]["detail"] = f"{previous.name} serves the alias" if previous else "first deploy"
+            if previous is None:  # no alias: a first deploy, unless the router lost its alias table
+                previous = self._step(record, "restore_alias", lambda: self.state.restore_lost_alias(
+                    adapter.domain, self.config.load_timeout_s))
+                record.steps[-1]["detail"] = (f"the alias was missing; {previous.name} (live in the deployment "
+                                              "history) put back on it") if previous else "nothing went live before"
         except StepFailed as exc:
             return self._finish(record, FAILED, f"{exc}; nothing was changed")
         record.previous_version = version_of(previous.name) if previous else None

@@ -62,6 +62,20 @@ class ServingState:
             return None
         return Serving(alias.serving, self._path_of(domain, alias.serving))
 
+    def restore_lost_alias(self, domain: str, timeout_s: float) -> Serving | None:
+        """The alias is undefined although the history says a version went live (the router's alias files
+        were lost): put that version back on the alias, so the deploy has its rollback target again."""
+        if self.warehouse is None:
+            return None
+        live = deployed_versions(self.warehouse, domain)
+        if live.empty:
+            return None
+        row = live.iloc[0]
+        name, path = f"{domain}@{row['version']}", str(row["path"])
+        self.ensure_loaded(name, path, timeout_s)
+        self.client.set_alias(domain, {name: 1.0})
+        return Serving(name, path)
+
     def _path_of(self, domain: str, name: str) -> str:
         path = self.loaded().get(name)
         if path:

@@ -63,6 +63,16 @@ def test_redeploying_the_serving_version_is_verified_by_a_real_answer(live):
     assert [s["step"] for s in again.steps] == ["inspect", "base", "ensure_loaded", "verify"]
 
 
+def test_a_lost_alias_is_put_back_from_the_deployment_history_before_the_next_deploy(live):
+    with live.client() as client:
+        assert client.alias_state(DOMAIN).serving == "legal-ko@v1"
+        client.delete_alias(DOMAIN)  # as if the router's alias files had been lost
+    record = deploy(live, "v-same-base")
+    assert record.result == DEPLOYED and record.previous_version == "v1", record.reason
+    restore = next(s for s in record.steps if s["step"] == "restore_alias")
+    assert "legal-ko@v1" in restore["detail"] and "put back" in restore["detail"]
+
+
 def test_a_serving_version_the_backend_lost_and_cannot_reload_fails_the_deploy(live):
     assert deploy(live, "v-gone").result == DEPLOYED
     with ServingClient(live.handle.backend_url, api_key=API_KEY) as backend:

@@ -20,7 +20,11 @@ def serve(
 
     if backend not in ("embedded", "vllm"):
         raise typer.BadParameter("must be 'embedded' or 'vllm'", param_hint="--backend")
-    profile = load_config(config, backend)
+    try:
+        profile = load_config(config, backend)
+    except (ValueError, FileNotFoundError) as exc:  # a user's config mistake: say where, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     if backend == "vllm":
         _vllm(profile, config, print_command, check_adapter or [], port)
     else:

@@ -128,3 +128,15 @@ def test_default_base_is_the_base_model_assets_folder(tmp_path, monkeypatch):
     assert EmbeddedConfig().base_model_path() == elsewhere  # a checkpoint recorded elsewhere is followed
     (tiny / "config.json").write_text("{}")
     assert EmbeddedConfig().base_model_path() == tiny
+
+
+def test_serve_reports_a_bad_profile_without_a_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from qlora.cli import app
+
+    path = tmp_path / "serving.yaml"
+    path.write_text("backend: embedded\nrouter:\n  max_body_bytes: many\n")
+    result = CliRunner().invoke(app, ["serve", "--config", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}: field 'router.max_body_bytes'" in result.output and "Traceback" not in result.output

@@ -53,13 +53,17 @@ async def health(request: Request):
                          "unservable_aliases": unservable}, status_code=200 if ok else 503)
 
 
-@api_router.get("/metrics")
-async def metrics(request: Request):
-    router = router_of(request)
+async def _follow_backend(router) -> None:
     try:
         router.metrics.sync_versions(await router.backend_cards())
     except (httpx.HTTPError, KeyError, ValueError):
         pass  # backend away: keep the last known versions
+
+
+@api_router.get("/metrics")
+async def metrics(request: Request):
+    router = router_of(request)
+    await _follow_backend(router)
     return Response(router.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -93,7 +97,7 @@ async def requests(request: Request):
 async def versions(request: Request):
     """Versions loaded on the backend: public name, version and train date (llm_adapter_version_info as JSON)."""
     router = router_of(request)
-    await metrics(request)  # follow the backend's cards first
+    await _follow_backend(router)
     return {"versions": router.metrics.versions()}
 
 

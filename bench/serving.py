@@ -29,7 +29,8 @@ import yaml  # noqa: E402
 
 from qlora.serving import daemon  # noqa: E402
 from qlora.serving.client import ServingClient  # noqa: E402
-from tests.serving_fixtures import DOMAINS, build_adapter, build_tiny_llama  # noqa: E402
+from qlora.serving.endpoint import ServingEndpoint  # noqa: E402
+from tests.support.serving import DOMAINS, build_adapter, build_tiny_llama  # noqa: E402
 
 CONCURRENCY = (1, 4, 16, 32)
 FLOOR = 4.0
@@ -45,7 +46,7 @@ def conversations(n: int) -> list[list[dict]]:
     return [[{"role": "user", "content": f"Question {i} about {topics[i % len(topics)]}?"}] for i in range(n)]
 
 
-def run_level(client: ServingClient, names: list[str], concurrency: int, requests: int, max_tokens: int) -> dict:
+def run_level(client: ServingEndpoint, names: list[str], concurrency: int, requests: int, max_tokens: int) -> dict:
     convs = conversations(requests)
     # One adapter per request, cycling: every batch mixes the three domains.
     from concurrent.futures import ThreadPoolExecutor
@@ -65,7 +66,8 @@ def run_level(client: ServingClient, names: list[str], concurrency: int, request
 
 
 def router_overhead(state: dict, base_name: str, rounds: int) -> dict:
-    routed, direct = ServingClient(state["url"]), ServingClient(state["backend_url"])
+    # The backend wants the admin key on every /v1 route (as vLLM's --api-key); the router's inference is open.
+    routed, direct = ServingClient(state["url"]), ServingClient(state["backend_url"], api_key=state["api_key"])
     msgs = [{"role": "user", "content": "hi"}]
     for client in (routed, direct):  # warm connections
         client.chat(base_name, msgs, max_tokens=1)

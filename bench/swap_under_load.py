@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qlora.serving.client import ServingClient  # noqa: E402
+from qlora.serving.endpoint import ServingEndpoint  # noqa: E402
 
 DOMAIN, V1, V2 = "legal-ko", "legal-ko@v1", "legal-ko@v2"
 PROMPT = [{"role": "user", "content": "The lease may be ended"}]
@@ -42,9 +43,8 @@ class SwitchRecordingClient(ServingClient):
         self.switches.append((time.perf_counter(), dict(weights)))
 
 
-def steady_load(url: str, rate: float, stop: threading.Event, log: list) -> None:
+def steady_load(client: ServingEndpoint, rate: float, stop: threading.Event, log: list) -> None:
     """Open loop: one request every 1/rate s whatever the latency (a closed loop would hide stalls)."""
-    client = ServingClient(url, timeout_s=60)
     pool = ThreadPoolExecutor(max_workers=64)
 
     def one(sent: float):
@@ -60,7 +60,6 @@ def steady_load(url: str, rate: float, stop: threading.Event, log: list) -> None
         next_at += 1.0 / rate
         stop.wait(max(0.0, next_at - time.perf_counter()))
     pool.shutdown(wait=True)
-    client.close()
 
 
 def stats(rows: list) -> dict:
@@ -92,7 +91,7 @@ def main() -> int:
     from qlora.serving.config import EmbeddedConfig
     from qlora.serving.embedded import start_embedded
     from qlora.core.warehouse import Warehouse
-    from tests.serving_fixtures import build_adapter, build_tiny_llama
+    from tests.support.serving import build_adapter, build_tiny_llama
 
     base = build_tiny_llama(home / "base" / "tiny-llama")
     root = home / "artifacts" / "adapters"
@@ -110,7 +109,8 @@ def main() -> int:
 
     log: list = []
     stop = threading.Event()
-    load = threading.Thread(target=steady_load, args=(handle.url, args.rate, stop, log))
+    traffic = ServingClient(handle.url, timeout_s=60)
+    load = threading.Thread(target=steady_load, args=(traffic, args.rate, stop, log))
     marks = {"start": time.perf_counter()}
     load.start()
     try:
@@ -130,6 +130,7 @@ def main() -> int:
     finally:
         stop.set()
         load.join()
+        traffic.close()
         handle.stop()
 
     window = lambda a, b: [r for r in log if a <= r[0] < b]

@@ -12,9 +12,8 @@ import itertools
 import math
 from dataclasses import asdict, dataclass
 
-from prometheus_client.parser import text_string_to_metric_families
+from qlora.serving.endpoint import ServingEndpoint
 
-REQUEST_COUNTER = "llm_request_total"
 OK_STATUSES = {"success", "ok", "200"}
 
 
@@ -39,15 +38,10 @@ class StepReport:
         return {**asdict(self), "error_rate": round(self.error_rate, 4)}
 
 
-def request_counts(metrics_text: str) -> dict[tuple[str, str], float]:
-    """(adapter, status) -> count from the router's Prometheus text."""
-    counts: dict[tuple[str, str], float] = {}
-    for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            if sample.name == REQUEST_COUNTER:
-                key = (sample.labels.get("adapter", ""), sample.labels.get("status", ""))
-                counts[key] = counts.get(key, 0.0) + sample.value
-    return counts
+def request_counts(client: ServingEndpoint) -> dict[tuple[str, str], float]:
+    """(adapter, status) -> count, from the router's JSON request counts."""
+    return {(adapter, status): float(n) for adapter, by_status in client.request_counts().items()
+            for status, n in by_status.items()}
 
 
 def router_delta(before: dict, after: dict, served_name: str) -> tuple[int, int]:
@@ -70,7 +64,7 @@ def p95_ms(latencies_s: list[float]) -> float | None:
     return 1000 * ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
-def run_step(client, public_name: str, served_name: str, allowed: set[str], weight: float,
+def run_step(client: ServingEndpoint, public_name: str, served_name: str, allowed: set[str], weight: float,
              conversations: list, config, metrics_before: dict | None) -> StepReport:
     """Probe the alias and the new version once the alias has moved to `weight`."""
     convs = list(itertools.islice(itertools.cycle(conversations), config.probes_per_step))
@@ -105,7 +99,7 @@ def run_step(client, public_name: str, served_name: str, allowed: set[str], weig
                               f"({unreachable} of {len(through_alias) + len(straight)} requests got no HTTP answer)")
     router_requests = router_errors = 0
     if metrics_before is not None:
-        router_requests, router_errors = router_delta(metrics_before, request_counts(client.metrics_text()),
+        router_requests, router_errors = router_delta(metrics_before, request_counts(client),
                                                       served_name)
         # Our own probes are in the router's counts too; keep only the traffic they did not make.
         router_requests = max(0, router_requests - new_requests - alias_errors)

@@ -1,9 +1,11 @@
 """Blue-green adapter deploys on the router, with canary steps and automatic rollback.
 
 Order of steps (each recorded with its duration):
-gate -> inspect (who serves the alias now) -> load (new immutable name) -> listed
+gate -> inspect (who serves the alias now) -> base (the adapter's base fingerprint is the
+server's) -> load (new immutable name) -> listed
 (/v1/models shows it) -> smoke (golden prompts) -> shift N% ... 100% (canary checks) ->
-version_info -> drain -> unload the old version.
+version_info -> drain -> unload the old version. Re-deploying the version that already serves
+(or `rollback --to` it) is verified by a real completion through the alias, never assumed.
 The old version stays loaded until the very end, so a rollback is one alias move.
 Any failure before the last step moves the alias back to the old version, proves
 that it answers, unloads the new one, and records why.
@@ -23,6 +25,7 @@ from qlora.deploy.gate_check import gate_verdict
 from qlora.deploy.serving_state import Serving, ServingState, describe_error
 from qlora.deploy.smoke import GoldenPrompt, smoke_test
 from qlora.core.warehouse import Warehouse
+from qlora.serving.endpoint import ServingEndpoint
 
 
 class StepFailed(Exception):
@@ -32,7 +35,7 @@ class StepFailed(Exception):
 
 
 class Deployer:
-    def __init__(self, client, warehouse: Warehouse, config: DeployConfig, golden: list[GoldenPrompt],
+    def __init__(self, client: ServingEndpoint, warehouse: Warehouse, config: DeployConfig, golden: list[GoldenPrompt],
                  on_step: Callable[[str], None] | None = None):
         self.client, self.warehouse, self.config, self.golden = client, warehouse, config, golden
         self.state = ServingState(client, warehouse)
@@ -49,11 +52,20 @@ class Deployer:
         try:
             previous = self._step(record, "inspect", lambda: self.state.serving(adapter.domain))
             record.steps[-1]["detail"] = f"{previous.name} serves the alias" if previous else "first deploy"
+            if previous is None:  # no alias: a first deploy, unless the router lost its alias table
+                previous = self._step(record, "restore_alias", lambda: self.state.restore_lost_alias(
+                    adapter.domain, self.config.load_timeout_s))
+                record.steps[-1]["detail"] = (f"the alias was missing; {previous.name} (live in the deployment "
+                                              "history) put back on it") if previous else "nothing went live before"
         except StepFailed as exc:
             return self._finish(record, FAILED, f"{exc}; nothing was changed")
         record.previous_version = version_of(previous.name) if previous else None
+        try:
+            self._step(record, "base", lambda: self.state.check_base(adapter))
+        except StepFailed as exc:
+            return self._finish(record, BLOCKED, f"{exc}; nothing was changed")
         if previous and previous.name == adapter.served_name:
-            return self._finish(record, DEPLOYED, f"{adapter.served_name} already serves the alias")
+            return self._verify_serving(record, adapter, previous)
         try:
             self._go_live(record, adapter, previous)
         except StepFailed as exc:
@@ -75,7 +87,7 @@ class Deployer:
         conversations = [p.messages for p in self.golden]
         for weight in config.weight_steps:
             def shift(weight=weight):
-                before = canary.request_counts(self.client.metrics_text())
+                before = canary.request_counts(self.client)
                 weights = {name: weight, previous.name: 1.0 - weight} if previous and weight < 1 else {name: 1.0}
                 self.client.set_alias(adapter.domain, weights)
                 allowed = {name} | ({previous.name} if previous and weight < 1 else set())
@@ -86,7 +98,20 @@ class Deployer:
                 return report.to_dict()
             self._step(record, f"shift {weight:.0%}", shift)
         self._step(record, "version_info", lambda: self.state.version_info(adapter))
+        self._step(record, "verify", lambda: self.state.verify(adapter.domain, name, self.golden[0].messages,
+                                                                config.golden_max_tokens))
         self._step(record, "drain", lambda: self.state.drain(previous.name if previous else None, config.drain_s))
+
+    def _verify_serving(self, record: DeploymentRecord, adapter: AdapterRef, serving: Serving) -> DeploymentRecord:
+        """The version already holds the alias: prove it answers (loading it again if the server lost it)."""
+        try:
+            self._step(record, "ensure_loaded", lambda: self.state.ensure_loaded(
+                serving.name, serving.path or adapter.path, self.config.load_timeout_s))
+            self._step(record, "verify", lambda: self.state.verify(
+                adapter.domain, adapter.served_name, self.golden[0].messages, self.config.golden_max_tokens))
+        except StepFailed as exc:
+            return self._finish(record, FAILED, f"{adapter.served_name} holds the alias but does not answer: {exc}")
+        return self._finish(record, DEPLOYED, f"{adapter.served_name} already serves the alias and answered")
 
     def _smoke(self, name: str) -> dict:
         c = self.config

@@ -18,7 +18,7 @@ TABLE = "deployments"
 # result values
 DEPLOYED = "deployed"          # the alias names the new version only; the old one is unloaded
 ROLLED_BACK = "rolled_back"    # a step failed; the previous version serves again (confirmed)
-BLOCKED = "blocked"            # the gate had not passed this version; nothing was touched
+BLOCKED = "blocked"            # refused before any change: gate not passed, or trained on another base
 FAILED = "failed"              # a step failed and the rollback could not be confirmed either
 
 

@@ -12,13 +12,14 @@ from qlora.deploy.deployer import Deployer
 from qlora.deploy.history import DeploymentRecord, deployed_versions
 from qlora.deploy.serving_state import ServingState
 from qlora.core.warehouse import Warehouse
+from qlora.serving.endpoint import ServingEndpoint
 
 
 class RollbackTargetError(LookupError):
     """No version to roll back to; the message says what the history holds."""
 
 
-def rollback_target(client, warehouse: Warehouse, domain: str, to_version: str | None = None) -> AdapterRef:
+def rollback_target(client: ServingEndpoint, warehouse: Warehouse, domain: str, to_version: str | None = None) -> AdapterRef:
     """`to_version`, or the newest version that went live before the one serving now."""
     live = deployed_versions(warehouse, domain)
     if live.empty:
@@ -40,7 +41,7 @@ def rollback_target(client, warehouse: Warehouse, domain: str, to_version: str |
     return AdapterRef(domain, str(row["version"]), str(row["path"]), ref.train_date)
 
 
-def rollback(client, warehouse: Warehouse, config: DeployConfig, golden, domain: str,
+def rollback(client: ServingEndpoint, warehouse: Warehouse, config: DeployConfig, golden, domain: str,
              to_version: str | None = None, on_step=None) -> DeploymentRecord:
     target = rollback_target(client, warehouse, domain, to_version)
     direct = config.model_copy(update={"strategy": "direct"})

@@ -12,17 +12,18 @@ from pathlib import Path
 
 import httpx
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from qlora.core.adapters import AdapterRef, registered_adapter, version_of
-from qlora.deploy.history import deployed_versions
-from qlora.serving.client import ServingError
 from qlora.core.warehouse import Warehouse
+from qlora.deploy.history import deployed_versions
+from qlora.serving.base_identity import adapter_base_fingerprint
+from qlora.serving.client import ServingError
+from qlora.serving.endpoint import ServingEndpoint
 
-
-VERSION_INFO = "llm_adapter_version_info"
-IN_FLIGHT = "llm_requests_in_flight"
 DRAIN_POLL_S = 0.05
+
+
+class BaseMismatch(ValueError):
+    """The adapter was trained on another base than the one the server serves; the message names both."""
 
 
 def _same_path(a: str | None, b: str) -> bool:
@@ -47,7 +48,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 class ServingState:
-    def __init__(self, client, warehouse: Warehouse):
+    def __init__(self, client: ServingEndpoint, warehouse: Warehouse):
         self.client, self.warehouse = client, warehouse
 
     def loaded(self) -> dict[str, str]:
@@ -56,16 +57,24 @@ class ServingState:
 
     def serving(self, domain: str) -> Serving | None:
         """The version that holds (most of) the domain's alias now, or None before a first deploy."""
-        try:
-            weights = self.client.get_alias(domain)
-        except ServingError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        if not weights:
+        alias = self.client.alias_state(domain)
+        if alias is None or not alias.weights:
             return None
-        name = max(sorted(weights), key=lambda n: weights[n])
-        return Serving(name, self._path_of(domain, name))
+        return Serving(alias.serving, self._path_of(domain, alias.serving))
+
+    def restore_lost_alias(self, domain: str, timeout_s: float) -> Serving | None:
+        """The alias is undefined although the history says a version went live (the router's alias files
+        were lost): put that version back on the alias, so the deploy has its rollback target again."""
+        if self.warehouse is None:
+            return None
+        live = deployed_versions(self.warehouse, domain)
+        if live.empty:
+            return None
+        row = live.iloc[0]
+        name, path = f"{domain}@{row['version']}", str(row["path"])
+        self.ensure_loaded(name, path, timeout_s)
+        self.client.set_alias(domain, {name: 1.0})
+        return Serving(name, path)
 
     def _path_of(self, domain: str, name: str) -> str:
         path = self.loaded().get(name)
@@ -108,29 +117,39 @@ class ServingState:
 
     def clear_alias(self, domain: str) -> None:
         """Remove the alias (a failed first deploy must not leave it on a version about to go)."""
-        # The shared client has no delete call; the router's admin route is DELETE /admin/aliases/<name>.
-        headers = {"Authorization": f"Bearer {self.client.api_key}"} if self.client.api_key else {}
-        response = httpx.delete(f"{self.client.base_url}/admin/aliases/{domain}", headers=headers, timeout=30)
-        if response.status_code not in (200, 404):
-            raise ServingError(response.status_code, response.text, f"DELETE /admin/aliases/{domain}")
+        self.client.delete_alias(domain)
+
+    def check_base(self, adapter: AdapterRef) -> str:
+        """Refuse an adapter whose manifest names another base than the server's (by fingerprint)."""
+        trained_on = adapter_base_fingerprint(adapter.path)
+        served = self.client.base()
+        if not trained_on or not served.fingerprint:
+            missing = "the adapter's manifest has no base.fingerprint" if not trained_on else \
+                f"the server does not report its base's fingerprint (base {served.model!r})"
+            return f"not compared: {missing}"
+        if trained_on != served.fingerprint:
+            raise BaseMismatch(f"{adapter.served_name} was trained on base fingerprint {trained_on} "
+                               f"({adapter.path}/manifest.json), but the server serves {served.model!r} with "
+                               f"fingerprint {served.fingerprint}; retrain on the served base or serve the other base")
+        return f"base {served.model} fingerprint {served.fingerprint} matches the adapter's"
 
     def version_info(self, adapter: AdapterRef) -> str:
-        """The router's `llm_adapter_version_info` names the new version (it follows loads and unloads)."""
-        for family in text_string_to_metric_families(self.client.metrics_text()):
-            for sample in family.samples:
-                if (sample.name == VERSION_INFO and sample.value == 1
-                        and sample.labels.get("adapter") == adapter.domain
-                        and sample.labels.get("version") == adapter.version):
-                    return f"{VERSION_INFO}{{adapter={adapter.domain},version={adapter.version},train_date={sample.labels.get('train_date')}}}"
-        raise RuntimeError(f"the router's {VERSION_INFO} has no series for {adapter.served_name}")
+        """The router lists the new version as loaded, under its public name (it follows loads and unloads)."""
+        info = self.client.versions().get(adapter.served_name)
+        if not info or info.get("adapter") != adapter.domain or info.get("version") != adapter.version:
+            raise RuntimeError(f"the router does not list {adapter.served_name} among its loaded versions")
+        return f"{adapter.served_name} loaded (train_date {info.get('train_date') or 'unknown'})"
 
     def in_flight(self, name: str) -> int:
-        """Requests the router has sent to `name` and not yet answered (its llm_requests_in_flight)."""
-        for family in text_string_to_metric_families(self.client.metrics_text()):
-            for sample in family.samples:
-                if sample.name == IN_FLIGHT and sample.labels.get("adapter") == name:
-                    return int(sample.value)
-        return 0
+        """Requests the router has sent to `name` and not yet answered."""
+        return int(self.client.in_flight().get(name, 0))
+
+    def verify(self, domain: str, served_name: str, probe: list[dict], max_tokens: int) -> str:
+        """A real completion through the alias, answered by `served_name` (a listed alias can still be dead)."""
+        answer = self.client.chat(domain, probe, max_tokens=max_tokens)
+        if answer.model != served_name:
+            raise RuntimeError(f"{domain} answered by {answer.model!r}, not {served_name!r}")
+        return f"{domain} answered by {served_name} ({answer.completion_tokens} tokens)"
 
     def drain(self, name: str | None, seconds: float) -> str:
         """Wait, at most `seconds`, until the router has no request on `name` left before it is unloaded.

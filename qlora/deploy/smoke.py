@@ -1,6 +1,6 @@
 """Readiness is a real answer, not /health: golden prompts from the eval set, sent to the new version.
 
-vLLM's /health can say 200 while the engine hangs (DESIGN.md), so a version is
+vLLM's /health can say 200 while the engine hangs, so a version is
 ready only when it answers the domain's own prompts. An error or an empty
 answer always fails; with `smoke_min_similarity` > 0 an answer far from the
 expected output counts as a mismatch too, and too many mismatches fail.
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from qlora.evaluation.eval_set import EvalCase, load_eval_cases
 from qlora.core.paths import paths
+from qlora.serving.endpoint import ServingEndpoint
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def similarity(answer: str, expected: str) -> float:
     return difflib.SequenceMatcher(None, answer.strip(), expected.strip(), autojunk=False).ratio()
 
 
-def smoke_test(client, served_name: str, prompts: list[GoldenPrompt], max_tokens: int,
+def smoke_test(client: ServingEndpoint, served_name: str, prompts: list[GoldenPrompt], max_tokens: int,
                min_similarity: float, max_mismatch_rate: float) -> SmokeResult:
     results = client.chat_many(
         served_name, [p.messages for p in prompts], max_tokens=max_tokens, concurrency=len(prompts)

@@ -90,3 +90,18 @@ def validate_adapter(path: str | Path, max_lora_rank: int) -> AdapterFacts:
     if reasons:
         raise AdapterRefused(reasons)
     return facts
+
+
+class AdapterOutsideRoot(PermissionError):
+    """The path escapes the adapters root (``..`` or a symlink): nothing is read from it (403)."""
+
+
+def adapter_path_under_root(lora_path: str, root: Path) -> Path:
+    """Resolve symlinks and refuse anything outside the adapters root (no '..', no symlink escape)."""
+    raw = Path(lora_path)
+    if ".." in raw.parts:
+        raise AdapterOutsideRoot(f"lora_path {lora_path!r} must not contain '..'")
+    resolved = (raw if raw.is_absolute() else root / raw).resolve()
+    if not resolved.is_relative_to(Path(root).resolve()):
+        raise AdapterOutsideRoot(f"lora_path {lora_path!r} is outside the adapters root {root}")
+    return resolved

@@ -20,7 +20,11 @@ def serve(
 
     if backend not in ("embedded", "vllm"):
         raise typer.BadParameter("must be 'embedded' or 'vllm'", param_hint="--backend")
-    profile = load_config(config, backend)
+    try:
+        profile = load_config(config, backend)
+    except (ValueError, FileNotFoundError) as exc:  # a user's config mistake: say where, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     if backend == "vllm":
         _vllm(profile, config, print_command, check_adapter or [], port)
     else:
@@ -55,6 +59,7 @@ def _run_router(profile, port: int | None) -> None:
     import uvicorn
 
     from qlora.serving.aliases import AliasTable
+    from qlora.serving.base_identity import base_fingerprint
     from qlora.serving.router import Router, create_router_app
     from qlora.serving.state_files import LoadedAdapters
     from qlora.core.paths import paths
@@ -66,7 +71,9 @@ def _run_router(profile, port: int | None) -> None:
     router = Router(profile.url, api_key, AliasTable(state / "aliases.json"), paths().adapters,
                     backend_api_key=os.environ.get(profile.api_key_env) or None,
                     timeout_s=profile.router.request_timeout_s, max_lora_rank=profile.max_lora_rank,
-                    loaded=LoadedAdapters(state / "adapters.json"))
+                    loaded=LoadedAdapters(state / "adapters.json"),
+                    base_fingerprint=profile.base_fingerprint or base_fingerprint(profile.model),
+                    router_config=profile.router)
     typer.echo(f"router on http://{profile.router.host}:{port or profile.router.port} -> vLLM {profile.url}")
     uvicorn.run(create_router_app(router), host=profile.router.host, port=port or profile.router.port,
                 log_level="info")

@@ -1,13 +1,16 @@
-"""The one HTTP client for serving: eval, deploy, tests and the demo use it against the embedded
-server, the router, or vLLM itself (same routes, bodies and status codes).
+"""The one HTTP client for serving: eval, deploy, tests, the demo and the benches use it against the
+router (or vLLM itself for inference: same routes, bodies and status codes). It implements
+``qlora.serving.endpoint.ServingEndpoint``; the router's state comes back as JSON, never as
+Prometheus text to parse.
 """
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import httpx
+
+from qlora.serving.endpoint import AliasState, BaseInfo, Completion, ServingEndpoint  # noqa: F401 (re-exported)
 
 
 class ServingError(Exception):
@@ -28,16 +31,6 @@ class ServingError(Exception):
             return error.get("message", self.body) if isinstance(error, dict) else str(error or self.body)
         except (ValueError, AttributeError):
             return self.body
-
-
-@dataclass
-class Completion:
-    text: str
-    model: str            # the name that answered: through the router, the versioned adapter
-    prompt_tokens: int
-    completion_tokens: int
-    latency_s: float
-    finish_reason: str
 
 
 class ServingClient:
@@ -128,5 +121,49 @@ class ServingClient:
     def get_alias(self, public_name: str) -> dict[str, float]:
         return self._request("GET", f"/admin/aliases/{public_name}").json()["weights"]
 
+    def delete_alias(self, public_name: str) -> bool:
+        """Remove the alias; False when it was not defined."""
+        try:
+            self._request("DELETE", f"/admin/aliases/{public_name}")
+        except ServingError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def alias_state(self, public_name: str) -> AliasState | None:
+        """The alias's versions, weights and whether each is loaded; None when it is not defined."""
+        try:
+            return AliasState.from_json(self._request("GET", f"/admin/aliases/{public_name}").json())
+        except ServingError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def aliases(self) -> dict[str, AliasState]:
+        data = self._request("GET", "/admin/aliases").json()["aliases"]
+        return {name: AliasState.from_json(state) for name, state in data.items()}
+
+    def in_flight(self) -> dict[str, int]:
+        """Versioned name -> requests the router has sent to it and not yet answered."""
+        return self._request("GET", "/admin/in_flight").json()["in_flight"]
+
+    def request_counts(self) -> dict[str, dict[str, int]]:
+        """Versioned name -> outcome (success, client_error, server_error, timeout) -> answered requests."""
+        return self._request("GET", "/admin/requests").json()["requests"]
+
+    def versions(self) -> dict[str, dict]:
+        """Loaded versioned name -> {adapter, version, train_date}."""
+        return self._request("GET", "/admin/versions").json()["versions"]
+
+    def base(self) -> BaseInfo:
+        data = self._request("GET", "/admin/base").json()
+        return BaseInfo(data.get("model", ""), data.get("fingerprint", ""))
+
+    def state(self) -> dict:
+        """Base, aliases, in-flight counts and the last re-sync, in one answer (``qlora status``)."""
+        return self._request("GET", "/admin/state").json()
+
     def metrics_text(self) -> str:
+        """The Prometheus exposition, for scrapers and dashboards (deploy decisions use the JSON calls)."""
         return self._request("GET", "/metrics").text

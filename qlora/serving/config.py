@@ -1,45 +1,75 @@
 """Serving profiles: ``configs/serving/embedded.yaml`` and ``configs/serving/vllm.yaml``.
 
-Each setting is a typed field with a default; a bad value fails at load time with the
-file and field named (as trl's SFTConfig / axolotl's schema do).
+Each setting is a typed field with a default and a one-line doc; a bad value fails at load time
+through the project's one YAML loader, with the file and field named (as trl's SFTConfig does).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
-from qlora.core.config import read_yaml_mapping
-from qlora.serving.adapters import check_max_lora_rank
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from qlora.core.config import read_yaml_mapping, validate_mapping
 from qlora.core.paths import paths
+from qlora.serving.adapters import check_max_lora_rank
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-@dataclass
-class RouterConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000                      # the public URL clients use
-    api_key_env: str = "QLORA_SERVING_API_KEY"  # admin routes need this bearer key
-    request_timeout_s: float = 300.0
+class ServingConfigError(ValueError):
+    """A serving profile holds a value the server cannot use; the message names file and field."""
 
 
-@dataclass
-class EmbeddedConfig:
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RouterConfig(_Settings):
+    host: str = Field("127.0.0.1", description="where the public router listens")
+    port: int = Field(8000, ge=0, le=65535, description="the public URL clients use")
+    api_key_env: str = Field("QLORA_SERVING_API_KEY", description="admin routes need this bearer key")
+    request_timeout_s: float = Field(300.0, gt=0, description="longest wait for the backend's answer")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies are answered 413")
+    resync_interval_s: float = Field(2.0, gt=0, description="how often the router re-loads what a restarted "
+                                                             "backend lost")
+
+
+class _Profile(_Settings):
+    max_lora_rank: int = Field(64, description="as vLLM: one of 1, 8, 16, 32, 64, 128, 256, 320, 512")
+    router: RouterConfig = Field(default_factory=RouterConfig)
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _rank(cls, value: int) -> int:
+        return check_max_lora_rank(value, "max_lora_rank")
+
+
+class EmbeddedConfig(_Profile):
     """transformers + peft server for one base and many adapters (tests, demo, laptop)."""
 
-    base_model: str = "base_models/tiny"  # relative paths are under QLORA_HOME
-    served_model_name: str = ""           # default: the base model folder's name
-    quantization: str = "nf4"             # nf4 (bitsandbytes, as in training) | none
-    compute_dtype: str = "float32"        # float32 | bfloat16 (CPU kernels are fastest in float32)
-    max_lora_rank: int = 64               # same rule as vLLM: adapters above it are refused
-    max_loras: int = 16                   # adapters resident at once; more is refused
-    max_model_len: int = 0                # 0: the base config's max_position_embeddings
-    default_max_tokens: int = 256         # when a request gives none
-    max_batch_size: int = 32              # requests sharing one forward pass
-    batch_window_ms: float = 5.0          # how long the batcher waits for more requests
-    torch_threads: int = 0                # 0: torch's default
-    backend_host: str = "127.0.0.1"
-    backend_port: int = 0                 # 0: any free port (the router is the public URL)
-    router: RouterConfig = field(default_factory=RouterConfig)
+    backend: Literal["embedded"] = "embedded"
+    base_model: str = Field("base_models/tiny", description="relative paths are under QLORA_HOME")
+    served_model_name: str = Field("", description="default: the base model folder's name")
+    quantization: Literal["nf4", "none"] = Field("nf4", description="nf4 (bitsandbytes, as in training) | none")
+    compute_dtype: Literal["float32", "bfloat16"] = Field("float32", description="CPU kernels are fastest in float32")
+    max_loras: int = Field(16, ge=1, description="adapters resident at once; more is refused")
+    max_model_len: int = Field(0, ge=0, description="0: the base config's max_position_embeddings")
+    default_max_tokens: int = Field(256, ge=1, description="when a request gives none")
+    max_batch_size: int = Field(32, ge=1, description="requests sharing one forward pass")
+    batch_window_ms: float = Field(5.0, ge=0, description="how long the batcher waits for more requests")
+    torch_threads: int = Field(0, ge=0, description="0: torch's default")
+    backend_host: str = Field("127.0.0.1", description="loopback only: the router is the public entrance")
+    backend_port: int = Field(0, ge=0, le=65535, description="0: any free port")
+
+    @field_validator("backend_host")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        if value not in LOOPBACK:
+            raise ValueError(f"must be a loopback address {list(LOOPBACK)}: the backend is reached through the "
+                             f"router only, got {value!r}")
+        return value
 
     def base_model_path(self) -> Path:
         path = Path(self.base_model).expanduser()
@@ -51,72 +81,44 @@ class EmbeddedConfig:
         return path
 
 
-@dataclass
-class VllmConfig:
+class VllmConfig(_Profile):
     """``vllm serve`` with LoRA; the router runs as a separate process in front of it."""
 
-    model: str = "/models/Llama-3.1-8B-Instruct"
+    backend: Literal["vllm"] = "vllm"
+    model: str = Field("/models/Llama-3.1-8B-Instruct", description="local HF checkpoint (no hub at run time)")
     served_model_name: str = "llama-3.1-8b-instruct"
     host: str = "0.0.0.0"
-    port: int = 8001
-    url: str = "http://127.0.0.1:8001"    # where the router reaches vLLM
-    max_lora_rank: int = 64
-    max_loras: int = 4                    # adapters in one GPU batch
-    max_cpu_loras: int = 16               # adapters cached in host memory
-    max_model_len: int = 4096
-    gpu_memory_utilization: float = 0.92
-    tensor_parallel_size: int = 1
+    port: int = Field(8001, ge=0, le=65535)
+    url: str = Field("http://127.0.0.1:8001", description="where the router reaches vLLM")
+    max_loras: int = Field(4, ge=1, description="adapters in one GPU batch")
+    max_cpu_loras: int = Field(16, ge=1, description="adapters cached in host memory")
+    max_model_len: int = Field(4096, ge=1)
+    gpu_memory_utilization: float = Field(0.92, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
     dtype: str = "bfloat16"
-    quantization: str = ""                # "" (bf16 base) | bitsandbytes
-    api_key_env: str = "VLLM_API_KEY"     # vLLM's own --api-key, read from this variable
-    extra_args: list[str] = field(default_factory=list)
-    router: RouterConfig = field(default_factory=RouterConfig)
+    quantization: Literal["", "bitsandbytes"] = Field("", description="'' (bf16 base) | bitsandbytes")
+    api_key_env: str = Field("VLLM_API_KEY", description="vLLM's own --api-key, read from this variable")
+    base_fingerprint: str = Field("", description="the served base's fingerprint when `model` is not readable "
+                                                  "from the router's host ('' = read it from `model`)")
+    extra_args: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cpu_cache_holds_the_batch(self) -> "VllmConfig":
+        if self.max_cpu_loras < self.max_loras:
+            raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})")
+        return self
 
 
-def _build(cls, data: dict, source: str):
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"{source}: unknown field(s) {unknown}; known fields: {sorted(known)}")
-    values = {}
-    for name, value in data.items():
-        default = getattr(cls(), name)
-        if name == "router":
-            values[name] = _build(RouterConfig, value or {}, f"{source}: router")
-        elif not (isinstance(value, type(default)) or isinstance(default, float) and isinstance(value, int)):
-            raise ValueError(f"{source}: field {name!r} must be {type(default).__name__}, got {value!r}")
-        else:
-            values[name] = value
-    return cls(**values)
-
-
-def _check(config, source: str):
-    check_max_lora_rank(config.max_lora_rank, f"{source}: max_lora_rank")
-    if isinstance(config, EmbeddedConfig):
-        if config.quantization not in ("nf4", "none"):
-            raise ValueError(f"{source}: quantization must be 'nf4' or 'none', got {config.quantization!r}")
-        if config.compute_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"{source}: compute_dtype must be float32 or bfloat16, got {config.compute_dtype!r}")
-        if config.max_batch_size < 1 or config.max_loras < 1:
-            raise ValueError(f"{source}: max_batch_size and max_loras must be >= 1")
-    else:
-        if config.max_cpu_loras < config.max_loras:
-            raise ValueError(
-                f"{source}: max_cpu_loras ({config.max_cpu_loras}) must be >= max_loras ({config.max_loras})"
-            )
-        if not 0 < config.gpu_memory_utilization <= 1:
-            raise ValueError(f"{source}: gpu_memory_utilization must be in (0, 1]")
-    return config
+PROFILES = {"embedded": EmbeddedConfig, "vllm": VllmConfig}
 
 
 def load_config(path: str | Path | None = None, backend: str = "embedded") -> EmbeddedConfig | VllmConfig:
-    """Read a profile; ``backend`` picks the default file and the schema when ``path`` is None."""
+    """Read a profile; ``backend`` picks the default file and the schema when the file names none."""
     path = Path(path) if path else paths().config_dir / "serving" / f"{backend}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"serving config not found: {path}")
-    data = read_yaml_mapping(path)
-    declared = data.pop("backend", backend)
-    cls = {"embedded": EmbeddedConfig, "vllm": VllmConfig}.get(declared)
-    if cls is None:
-        raise ValueError(f"{path}: field 'backend' must be 'embedded' or 'vllm', got {declared!r}")
-    return _check(_build(cls, data, str(path)), str(path))
+    raw = read_yaml_mapping(path, ServingConfigError)
+    declared = raw.get("backend", backend)
+    if declared not in PROFILES:
+        raise ServingConfigError(f"{path}: field 'backend': must be 'embedded' or 'vllm', got {declared!r}")
+    return validate_mapping(PROFILES[declared], raw, path, ServingConfigError)

@@ -2,6 +2,9 @@
 
 ``ensure_running`` starts it if needed (under a file lock, so two runs never start two) and
 records pid, URLs and the admin key in ``$QLORA_HOME/serving/server.json`` (mode 0600).
+The daemon holds ``daemon.lock`` for its whole life and rewrites ``server.json`` if it is
+damaged or deleted, so a truncated state file never makes ``ensure_running`` start a second
+server beside the first: it sees the lock held and waits for the state to come back.
 Run as ``python -m qlora.serving.daemon`` by ``ensure_running`` only.
 """
 from __future__ import annotations
@@ -18,12 +21,14 @@ import time
 from pathlib import Path
 
 import httpx
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from qlora.core.paths import REPO_ROOT, paths
 
 STATE_FILE = "server.json"
 KEY_FILE = "api_key"
+DAEMON_LOCK = "daemon.lock"  # held by the living daemon (an OS lock: released when the process dies)
+STATE_REPAIR_S = 0.5        # how often the daemon checks that server.json still says who it is
 
 
 def read_state(state_dir: Path) -> dict | None:
@@ -44,27 +49,57 @@ def _pid_alive(pid: int) -> bool:
 
 
 def is_serving(state: dict | None) -> bool:
-    if not state or not _pid_alive(int(state.get("pid", 0))):
+    """The recorded process lives and its router answers (/v1/models: up, whether or not every alias is)."""
+    if not state or not _pid_alive(int(state.get("pid", 0) or 0)):
         return False
     try:
-        return httpx.get(f"{state['url']}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
+        return httpx.get(f"{state['url']}/v1/models", timeout=5).status_code == 200
+    except (httpx.HTTPError, KeyError):
         return False
+
+
+def daemon_alive(state_dir: Path) -> bool:
+    """A daemon for this state dir is running (it holds daemon.lock), whatever server.json says."""
+    lock = FileLock(str(state_dir / DAEMON_LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the admin key
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def admin_key(state_dir: Path) -> str:
-    """QLORA_SERVING_API_KEY, else a key kept in the state dir so clients survive a server restart."""
-    if key := os.environ.get("QLORA_SERVING_API_KEY"):
+    """QLORA_SERVING_API_KEY, else a key kept in the state dir so clients survive a server restart.
+
+    An empty or blank key file gets a new key written to it: a server never runs with a key
+    nobody can read."""
+    if key := os.environ.get("QLORA_SERVING_API_KEY", "").strip():
         return key
     key_file = state_dir / KEY_FILE
-    if key_file.is_file():
-        return key_file.read_text(encoding="utf-8").strip()
+    if key_file.is_file() and (key := key_file.read_text(encoding="utf-8").strip()):
+        return key
     state_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(24)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key)
+    _write_private(key_file, key)
     return key
+
+
+def _wait_for_state(state_dir: Path, seconds: float) -> dict | None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if (state := read_state(state_dir)) is not None:
+            return state
+        time.sleep(0.1)
+    return None
 
 
 def ensure_running(base_model_path: str | Path, state_dir: str | Path | None = None,
@@ -76,9 +111,15 @@ def ensure_running(base_model_path: str | Path, state_dir: str | Path | None = N
     base = str(Path(base_model_path).resolve())
     with FileLock(str(state_dir / "server.lock"), timeout=timeout_s):
         state = read_state(state_dir)
+        if state is None and daemon_alive(state_dir):
+            # server.json is damaged but its daemon lives: it rewrites the file within STATE_REPAIR_S.
+            state = _wait_for_state(state_dir, 10 * STATE_REPAIR_S + 5)
+            if state is None:
+                raise RuntimeError(f"a server holds {state_dir / DAEMON_LOCK} but {state_dir / STATE_FILE} stays "
+                                   "unreadable; stop that process before starting another")
         if is_serving(state) and state.get("base_model") == base:
             return state
-        if state and _pid_alive(int(state.get("pid", 0))):
+        if state and _pid_alive(int(state.get("pid", 0) or 0)):
             stop(state_dir)  # a server for another base (or a hung one) is replaced
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         argv = [sys.executable, "-m", "qlora.serving.daemon", "--base", base, "--state-dir", str(state_dir),
@@ -120,11 +161,14 @@ def stop(state_dir: str | Path | None = None, timeout_s: float = 15) -> bool:
 
 
 def _write_state(state_dir: Path, state: dict) -> None:
-    tmp = state_dir / f".{STATE_FILE}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the admin key
-    with os.fdopen(fd, "w") as f:
-        json.dump(state, f)
-    os.replace(tmp, state_dir / STATE_FILE)
+    _write_private(state_dir / STATE_FILE, json.dumps(state))
+
+
+def _keep_state(state_dir: Path, state: dict, done: threading.Event) -> None:
+    """Rewrite server.json whenever it no longer says who this daemon is (truncated, deleted, edited)."""
+    while not done.wait(STATE_REPAIR_S):
+        if read_state(state_dir) != state:
+            _write_state(state_dir, state)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -139,16 +183,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     state_dir = Path(args.state_dir)
+    lock = FileLock(str(state_dir / DAEMON_LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SystemExit(f"another server already runs for {state_dir} (it holds {DAEMON_LOCK})") from None
     config = load_config(args.config, "embedded") if args.config else None
     handle = start_embedded(args.base, port=args.port, api_key=os.environ["QLORA_SERVING_API_KEY"],
                             state_dir=state_dir, adapters_root=args.adapters_root, config=config)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    _write_state(state_dir, {"pid": os.getpid(), "url": handle.url, "backend_url": handle.backend_url,
-                             "api_key": handle.api_key, "base_model": args.base, "started_at": time.time()})
+    state = {"pid": os.getpid(), "url": handle.url, "backend_url": handle.backend_url,
+             "api_key": handle.api_key, "base_model": args.base, "started_at": time.time()}
+    _write_state(state_dir, state)
+    threading.Thread(target=_keep_state, args=(state_dir, state, done), daemon=True).start()
     done.wait()
     handle.stop()
+    lock.release()
 
 
 if __name__ == "__main__":

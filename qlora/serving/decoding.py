@@ -20,6 +20,7 @@ class RowDecoder:
         self.finished = False
         self.finish_reason = "length"
         self.completion_tokens = 0
+        self.error = ""                   # set when this row's sampling failed: the row ends, others go on
         self.watch_text = bool(request.stop) or request.on_delta is not None
         self.generator = None
         if request.temperature > 0 and request.seed is not None:
@@ -30,11 +31,26 @@ class RowDecoder:
         return self.request.temperature > 0 and not self.finished
 
     def choose(self, logits: torch.Tensor) -> int:
-        """Sample one token (temperature > 0); greedy rows are chosen for the whole batch at once."""
+        """Sample one token (temperature > 0); greedy rows are chosen for the whole batch at once.
+
+        A failure here (non-finite probabilities) ends this row with an error and never raises, so
+        the rows sharing its batch go on decoding."""
+        try:
+            return self._sample(logits)
+        except (RuntimeError, ValueError) as exc:
+            self.error = f"sampling failed: {exc!r}"
+            self.finished, self.finish_reason = True, "error"
+            return int(logits.argmax())
+
+    def _sample(self, logits: torch.Tensor) -> int:
+        if self.request.top_k > 0:
+            kth = torch.topk(logits, min(self.request.top_k, logits.shape[-1])).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = torch.softmax(logits / self.request.temperature, dim=-1)
         if self.request.top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)
-            keep = sorted_probs.cumsum(-1) - sorted_probs < self.request.top_p  # always keeps the top token
+            keep = sorted_probs.cumsum(-1) - sorted_probs < self.request.top_p
+            keep[0] = True  # the top token always stays (a top_p below float32's range compares as 0)
             probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
         return int(torch.multinomial(probs, 1, generator=self.generator))
 

@@ -1,7 +1,8 @@
 """Start the embedded server and its router in this process (two uvicorn servers on loopback threads).
 
 ``start_embedded`` is what tests, eval, deploy and the demo use; ``handle.url`` is the
-router (the public URL), ``handle.backend_url`` the embedded vLLM-compatible server.
+router (the public URL), ``handle.backend_url`` the embedded vLLM-compatible server, which
+listens on loopback and answers only callers with the admin key (the router).
 """
 from __future__ import annotations
 
@@ -9,40 +10,100 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
 
+from qlora.core.paths import paths
 from qlora.serving.aliases import AliasTable
+from qlora.serving.base_identity import base_fingerprint
 from qlora.serving.config import EmbeddedConfig
 from qlora.serving.engine import BatchingEngine
 from qlora.serving.model_store import ModelStore
 from qlora.serving.router import Router, create_router_app
 from qlora.serving.server import EmbeddedBackend, create_app
 from qlora.serving.state_files import LoadedAdapters
-from qlora.core.paths import paths
+
+
+@dataclass
+class _Backend:
+    """One embedded server: its model, engine and uvicorn thread (replaced whole by a restart)."""
+    config: EmbeddedConfig
+    base_path: Path
+    api_key: str
+    adapters_root: Path
+    port: int = 0
+    engine: BatchingEngine | None = None
+    server: EmbeddedBackend | None = None
+    served: tuple | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.backend_host}:{self.port}"
+
+    def start(self) -> "_Backend":
+        c = self.config
+        store = ModelStore(self.base_path, c.quantization, c.compute_dtype, c.max_lora_rank, c.max_loras)
+        self.engine = BatchingEngine(store, c.max_batch_size, c.batch_window_ms)
+        max_len = c.max_model_len or int(getattr(store.config, "max_position_embeddings", 2048))
+        backend = self.server = EmbeddedBackend(self.engine, c.served_model_name or self.base_path.name, max_len,
+                                                c.default_max_tokens, self.adapters_root)
+        try:
+            sock = _bind(c.backend_host, self.port or c.backend_port)
+            app = create_app(backend, api_key=self.api_key, max_body_bytes=c.router.max_body_bytes)
+            self.served = _serve(app, sock, "qlora-embedded-server")
+        except BaseException:
+            self.engine.stop()
+            raise
+        self.port = sock.getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        if self.served:
+            _shutdown(*self.served)
+            self.served = None
+        if self.engine:
+            self.engine.stop()
 
 
 @dataclass
 class EmbeddedHandle:
     url: str
-    backend_url: str
     api_key: str
-    engine: BatchingEngine
     router: Router
-    _servers: list = field(default_factory=list, repr=False)
+    _backend: _Backend = field(repr=False)
+    _router_server: tuple | None = field(default=None, repr=False)
+
+    @property
+    def backend_url(self) -> str:
+        return self._backend.url
+
+    @property
+    def engine(self) -> BatchingEngine:
+        return self._backend.engine
+
+    @property
+    def backend(self) -> EmbeddedBackend:
+        return self._backend.server
+
+    def stop_backend(self) -> None:
+        """Stop the backend alone (the router stays up): what a crashed vLLM looks like to the router."""
+        self._backend.stop()
+
+    def start_backend(self) -> None:
+        """Start a fresh backend on the same port: no adapter loaded, as after a process restart."""
+        self._backend.start()
 
     def stop(self) -> None:
-        for server, thread in self._servers:
-            server.should_exit = True
-            thread.join(timeout=10)
-        self._servers.clear()
-        self.engine.stop()
+        if self._router_server:
+            _shutdown(*self._router_server)
+            self._router_server = None
+        self._backend.stop()
 
     def wait(self) -> None:
         """Block until a server thread ends (the foreground ``qlora serve``)."""
-        while all(thread.is_alive() for _, thread in self._servers):
+        while self._router_server and self._router_server[1].is_alive():
             time.sleep(0.5)
 
     def __enter__(self) -> "EmbeddedHandle":
@@ -53,7 +114,7 @@ class EmbeddedHandle:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     return sock
@@ -71,6 +132,11 @@ def _serve(app, sock: socket.socket, name: str) -> tuple[uvicorn.Server, threadi
     return server, thread
 
 
+def _shutdown(server: uvicorn.Server, thread: threading.Thread) -> None:
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
 def start_embedded(
     base_model_path: str | Path | None = None,
     port: int = 0,
@@ -82,10 +148,10 @@ def start_embedded(
 ) -> EmbeddedHandle:
     """Load the base (NF4 when configured), start the batching engine, the server and the router.
 
-    ``api_key`` guards the router's admin routes (a random one is made when None: read
-    ``handle.api_key``). Aliases persist in ``state_dir/aliases.json``.
+    ``api_key`` guards the router's admin routes and the backend (a random one is made when None:
+    read ``handle.api_key``). Aliases persist in ``state_dir/aliases.json``.
     """
-    config = replace(config or EmbeddedConfig())
+    config = (config or EmbeddedConfig()).model_copy(deep=True)
     if base_model_path is not None:
         config.base_model = str(base_model_path)
     base_path = config.base_model_path()
@@ -99,24 +165,15 @@ def start_embedded(
 
         torch.set_num_threads(config.torch_threads)
 
-    store = ModelStore(base_path, config.quantization, config.compute_dtype, config.max_lora_rank, config.max_loras)
-    engine = BatchingEngine(store, config.max_batch_size, config.batch_window_ms)
-    max_len = config.max_model_len or int(getattr(store.config, "max_position_embeddings", 2048))
-    backend = EmbeddedBackend(engine, config.served_model_name or base_path.name, max_len, config.default_max_tokens)
-    servers = []
+    backend = _Backend(config, base_path, api_key, root).start()
     try:
-        backend_sock = _bind(config.backend_host, config.backend_port)
-        servers.append(_serve(create_app(backend), backend_sock, "qlora-embedded-server"))
-        backend_url = f"http://{config.backend_host}:{backend_sock.getsockname()[1]}"
-        router = Router(backend_url, api_key, AliasTable(state / "aliases.json"), root,
-                        timeout_s=config.router.request_timeout_s, loaded=LoadedAdapters(state / "adapters.json"))
+        router = Router(backend.url, api_key, AliasTable(state / "aliases.json"), root, backend_api_key=api_key,
+                        timeout_s=config.router.request_timeout_s, loaded=LoadedAdapters(state / "adapters.json"),
+                        base_fingerprint=base_fingerprint(base_path), router_config=config.router)
         router_sock = _bind(host, port)
-        servers.append(_serve(create_router_app(router), router_sock, "qlora-router"))
+        router_server = _serve(create_router_app(router), router_sock, "qlora-router")
     except BaseException:
-        for server, thread in servers:
-            server.should_exit = True
-            thread.join(timeout=10)
-        engine.stop()
+        backend.stop()
         raise
     url = f"http://{host}:{router_sock.getsockname()[1]}"
-    return EmbeddedHandle(url, backend_url, api_key, engine, router, servers)
+    return EmbeddedHandle(url, api_key, router, backend, router_server)

@@ -7,6 +7,7 @@ thread between batches, so they never race a forward pass.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -29,6 +30,7 @@ class GenerationRequest:
     max_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int = 0               # 0 or -1: off
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     on_delta: Callable[[str], None] | None = None  # streaming: called with each new piece of text
@@ -43,11 +45,16 @@ class GenerationResult:
     finish_reason: str           # "stop" | "length"
 
 
+log = logging.getLogger(__name__)
 _WAKE = object()  # queued to wake the loop for a command
 
 
 class AdapterGone(LookupError):
     """The adapter a queued request named was unloaded before its batch ran."""
+
+
+class RowFailed(RuntimeError):
+    """This request failed inside the model (logged with the cause); its batch-mates were not affected."""
 
 
 @dataclass
@@ -144,20 +151,36 @@ class BatchingEngine:
 
     def _run_batch(self, batch: list[GenerationRequest]) -> None:
         loaded = self.store.adapter_paths
-        for request in [r for r in batch if r.adapter is not None and r.adapter not in loaded]:
-            request.future.set_exception(AdapterGone(request.adapter))
-            batch.remove(request)
-        if not batch:
-            return
+        runnable = []
+        for request in batch:
+            if request.adapter is not None and request.adapter not in loaded:
+                request.future.set_exception(AdapterGone(request.adapter))
+            elif not request.prompt_ids:  # validation answers 400 first; a zero-token row must never reach bnb
+                request.future.set_exception(RowFailed("zero-token prompt refused before the model"))
+            else:
+                runnable.append(request)
+        if runnable:
+            self._run_isolated(runnable)
+
+    def _run_isolated(self, batch: list[GenerationRequest]) -> None:
+        """Run the batch; if it fails as a whole, run its halves apart, so only the row at fault fails."""
         try:
             results = self._generate(batch)
-        except Exception as exc:  # a failed batch fails its requests, never the server
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(exc)
+        except Exception as exc:  # a failed row fails its own request, never the server or its batch-mates
+            if len(batch) == 1:
+                log.warning("request failed in the model: %r", exc)
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(RowFailed(repr(exc)))
+                return
+            middle = len(batch) // 2
+            self._run_isolated(batch[:middle])
+            self._run_isolated(batch[middle:])
             return
         for request, result in zip(batch, results):
-            request.future.set_result(result)
+            if isinstance(result, Exception):
+                request.future.set_exception(result)
+            else:
+                request.future.set_result(result)
 
     @torch.inference_mode()
     def _generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
@@ -176,7 +199,7 @@ class BatchingEngine:
         while True:
             greedy = logits.argmax(dim=-1).tolist()
             next_ids = torch.tensor([row.choose(logits[i]) if row.samples else greedy[i]
-                                     for i, row in enumerate(rows)])
+                                     for i, row in enumerate(rows)])  # a row whose sampling fails ends itself
             for i, row in enumerate(rows):
                 row.accept(int(next_ids[i]))
             if all(row.finished for row in rows):
@@ -185,6 +208,7 @@ class BatchingEngine:
             positions = positions[:, -1:] + 1
             logits = self.store.forward(next_ids[:, None], mask, positions, cache, adapters)
         return [
+            RowFailed(row.error) if row.error else
             GenerationResult(row.text, len(r.prompt_ids), row.completion_tokens, row.finish_reason)
             for row, r in zip(rows, batch)
         ]

@@ -66,11 +66,15 @@ class RouterMetrics:
             ["adapter"], registry=self.registry)
         self._versions: dict[str, tuple[str, str, str]] = {}  # versioned name -> its label values
         self._in_flight: dict[str, int] = {}
+        self._requests: dict[str, dict[str, int]] = {}  # adapter -> status -> count (the JSON view of the counter)
 
     def observe(self, base_model: str, adapter: str, request_type: str, seconds: float,
                 http_status: int | None, completion_tokens: int = 0) -> None:
         self.duration.labels(base_model, adapter, request_type).observe(seconds)
-        self.requests.labels(adapter, status_label(http_status)).inc()
+        status = status_label(http_status)
+        self.requests.labels(adapter, status).inc()
+        by_status = self._requests.setdefault(adapter, {})
+        by_status[status] = by_status.get(status, 0) + 1
         if completion_tokens:
             self.tokens.labels(adapter).inc(completion_tokens)
 
@@ -114,6 +118,17 @@ class RouterMetrics:
         for name, root in adapters.items():
             if name not in self._versions:
                 self.version_loaded(name, root)
+
+    def in_flight_counts(self) -> dict[str, int]:
+        return {name: n for name, n in self._in_flight.items()}
+
+    def request_counts(self) -> dict[str, dict[str, int]]:
+        return {adapter: dict(by_status) for adapter, by_status in self._requests.items()}
+
+    def versions(self) -> dict[str, dict]:
+        """Loaded versioned name -> {adapter (public name), version, train_date}."""
+        return {name: {"adapter": public, "version": version, "train_date": date}
+                for name, (public, version, date) in self._versions.items()}
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

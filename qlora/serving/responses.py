@@ -63,8 +63,8 @@ def sse_stream(engine, gen, body, chat: bool) -> StreamingResponse:
             yield chunk(delta)
         try:
             result = future.result()
-        except Exception as exc:  # the stream already said 200; report the failure in-band, as vLLM does
-            yield f"data: {json.dumps(error_body(str(exc), 500, 'InternalServerError'))}\n\n"
+        except Exception:  # the stream already said 200; report the failure in-band, as vLLM does (no internals)
+            yield f"data: {json.dumps(error_body('The model could not complete this request.', 500, 'InternalServerError'))}\n\n"
             yield "data: [DONE]\n\n"
             return
         yield chunk(None, finish_reason=result.finish_reason)

@@ -54,18 +54,20 @@ def test_similarity_compares_korean_characters():
     assert similarity("", "한 달입니다.") == 0.0
 
 
+class Counts:
+    """The one call of the serving client that the canary's router delta makes."""
+
+    def __init__(self, counts: dict[str, dict[str, int]]):
+        self.counts = counts
+
+    def request_counts(self) -> dict[str, dict[str, int]]:
+        return self.counts
+
+
 def test_router_counters_give_per_version_deltas():
-    before = canary.request_counts(
-        '# TYPE llm_request_total counter\n'
-        'llm_request_total{adapter="legal-ko@v2",status="success"} 3.0\n'
-        'llm_request_total{adapter="legal-ko@v1",status="success"} 10.0\n'
-    )
-    after = canary.request_counts(
-        '# TYPE llm_request_total counter\n'
-        'llm_request_total{adapter="legal-ko@v2",status="success"} 8.0\n'
-        'llm_request_total{adapter="legal-ko@v2",status="error"} 2.0\n'
-        'llm_request_total{adapter="legal-ko@v1",status="success"} 30.0\n'
-    )
+    before = canary.request_counts(Counts({"legal-ko@v2": {"success": 3}, "legal-ko@v1": {"success": 10}}))
+    after = canary.request_counts(Counts({"legal-ko@v2": {"success": 8, "server_error": 2},
+                                          "legal-ko@v1": {"success": 30}}))
     assert canary.router_delta(before, after, "legal-ko@v2") == (7, 2)
     assert canary.router_delta(before, after, "legal-ko@v1") == (20, 0)
 

@@ -15,7 +15,6 @@ from qlora.cli import app
 from qlora_assets.deploy.assets import deployed_adapter
 from qlora.deploy.deployer import Deployer
 from qlora.deploy.history import BLOCKED, DEPLOYED, deployment_history
-from qlora.deploy.serving_state import VERSION_INFO
 from qlora.core.paths import paths
 from qlora.core.warehouse import Warehouse
 from resources.serving import VllmServingResource
@@ -45,12 +44,8 @@ def deploy_all(live, version: str, domains) -> dict:
 
 
 def version_info(live) -> set[tuple[str, str]]:
-    from prometheus_client.parser import text_string_to_metric_families
-
     with live.client() as client:
-        text = client.metrics_text()
-    return {(s.labels["adapter"], s.labels["version"]) for f in text_string_to_metric_families(text)
-            for s in f.samples if s.name == VERSION_INFO and s.value == 1}
+        return {(v["adapter"], v["version"]) for v in client.versions().values()}
 
 
 def test_three_domains_deploy_at_once_and_one_never_disturbs_another(live):
@@ -77,8 +72,8 @@ def test_three_domains_deploy_at_once_and_one_never_disturbs_another(live):
         thread.join()
     assert {d: r.result for d, r in second.items()} == {"legal-ko": DEPLOYED, "medical-ko": DEPLOYED}
     assert [s["step"] for s in second["legal-ko"].steps] == [
-        "inspect", "load", "listed", "smoke", "shift 10%", "shift 50%", "shift 100%", "version_info", "drain",
-        "unload_old"]
+        "inspect", "base", "load", "listed", "smoke", "shift 10%", "shift 50%", "shift 100%", "version_info",
+        "verify", "drain", "unload_old"]
     assert errors == [] and len(answers) > 0
     assert {a.model for a in answers} == {"cs-support@v1"}
     assert live.alias_answer("legal-ko") == "legal-ko@v2" and live.alias_answer("medical-ko") == "medical-ko@v2"

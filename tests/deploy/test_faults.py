@@ -91,7 +91,7 @@ class EvictAfterAliasMove(ServingClient):
     def set_alias(self, public_name, weights):
         super().set_alias(public_name, weights)
         if 0 < weights.get(self.victim, 0) < 1:
-            with ServingClient(self.backend_url_) as backend:
+            with ServingClient(self.backend_url_, api_key=API_KEY) as backend:
                 backend.unload_adapter(self.victim)
 
 

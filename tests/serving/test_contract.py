@@ -1,4 +1,4 @@
-"""Every vLLM fact of DESIGN.md, checked against the embedded server through the shared client."""
+"""Every vLLM API fact the platform relies on, checked against the embedded server through the shared client."""
 from __future__ import annotations
 
 import json
@@ -9,12 +9,31 @@ import pytest
 from qlora.serving.client import ServingClient, ServingError
 
 HELLO = [{"role": "user", "content": "The lease may be ended"}]
+AUTH = {"Authorization": "Bearer test-admin-key"}  # the backend wants the key on every /v1 route, as vLLM's --api-key
 
 
 @pytest.fixture(scope="module")
 def backend(embedded):
-    with ServingClient(embedded.backend_url) as client:
+    with ServingClient(embedded.backend_url, api_key=embedded.api_key) as client:
         yield client
+
+
+def test_backend_refuses_callers_without_the_key(embedded, serving_adapters):
+    for path, body in [("/v1/load_lora_adapter", {"lora_name": "x@1", "lora_path": str(serving_adapters["legal-ko"])}),
+                       ("/v1/chat/completions", {"model": "x", "messages": HELLO})]:
+        response = httpx.post(f"{embedded.backend_url}{path}", json=body)
+        assert response.status_code == 401, path
+    assert embedded.backend_url.startswith("http://127.0.0.1:")
+
+
+def test_backend_loads_only_from_the_adapters_root(backend, serving_adapters, tmp_path):
+    import shutil
+
+    outside = shutil.copytree(serving_adapters["legal-ko"], tmp_path / "outside")
+    with pytest.raises(ServingError) as err:
+        backend.load_adapter("contract-outside", str(outside))
+    assert err.value.status == 403 and "outside the adapters root" in err.value.message
+    assert "contract-outside" not in {c["id"] for c in backend.models()}
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +62,13 @@ def test_models_lists_base_then_one_card_per_adapter(backend, legal, serving_bas
 
 def test_load_answers_200_plain_text(embedded, serving_adapters):
     response = httpx.post(f"{embedded.backend_url}/v1/load_lora_adapter",
-                          json={"lora_name": "contract-plain", "lora_path": str(serving_adapters["cs-support"])})
+                          json={"lora_name": "contract-plain", "lora_path": str(serving_adapters["cs-support"])}, headers=AUTH)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert response.text == "Success: LoRA adapter 'contract-plain' added successfully."
-    unload = httpx.post(f"{embedded.backend_url}/v1/unload_lora_adapter", json={"lora_name": "contract-plain"})
+    unload = httpx.post(f"{embedded.backend_url}/v1/unload_lora_adapter", json={"lora_name": "contract-plain"}, headers=AUTH)
     assert unload.status_code == 200 and "contract-plain" not in {c["id"] for c in ServingClient(
-        embedded.backend_url).models()}
+        embedded.backend_url, api_key=embedded.api_key).models()}
 
 
 def test_loading_a_name_twice_is_400(backend, legal, serving_adapters):
@@ -59,11 +78,12 @@ def test_loading_a_name_twice_is_400(backend, legal, serving_adapters):
     assert err.value.message == f"The lora adapter '{legal}' has already been loaded."
 
 
-def test_bad_path_is_404(backend, tmp_path):
+def test_bad_path_is_404(backend, qlora_home):
+    nowhere = qlora_home / "artifacts" / "adapters" / "nowhere"
     with pytest.raises(ServingError) as err:
-        backend.load_adapter("contract-missing", str(tmp_path / "nowhere"))
+        backend.load_adapter("contract-missing", str(nowhere))
     assert err.value.status == 404
-    assert err.value.message == f"Loading lora contract-missing failed: No adapter found for {tmp_path / 'nowhere'}"
+    assert err.value.message == f"Loading lora contract-missing failed: No adapter found for {nowhere}"
 
 
 def test_unloading_an_unknown_name_is_404(backend):
@@ -116,7 +136,7 @@ def test_max_tokens_and_stop_are_honoured(backend, legal):
 def test_temperature_samples_and_seed_repeats(embedded, legal):
     def answer(temperature, seed):
         body = {"model": legal, "messages": HELLO, "max_tokens": 8, "temperature": temperature, "seed": seed}
-        return httpx.post(f"{embedded.backend_url}/v1/chat/completions", json=body).json()["choices"][0]
+        return httpx.post(f"{embedded.backend_url}/v1/chat/completions", json=body, headers=AUTH).json()["choices"][0]
     sampled = {answer(1.5, seed)["message"]["content"] for seed in range(5)}
     assert len(sampled) > 1
     assert answer(1.5, 3) == answer(1.5, 3)
@@ -128,7 +148,7 @@ def test_streaming_sends_the_same_text_as_sse(embedded, backend, legal):
     body = {"model": legal, "messages": HELLO, "max_tokens": 10, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     events = []
-    with httpx.stream("POST", f"{embedded.backend_url}/v1/chat/completions", json=body) as response:
+    with httpx.stream("POST", f"{embedded.backend_url}/v1/chat/completions", json=body, headers=AUTH) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -140,7 +160,7 @@ def test_streaming_sends_the_same_text_as_sse(embedded, backend, legal):
 
 def test_text_completions_route(embedded, legal):
     response = httpx.post(f"{embedded.backend_url}/v1/completions",
-                          json={"model": legal, "prompt": "The lease", "max_tokens": 5, "temperature": 0})
+                          json={"model": legal, "prompt": "The lease", "max_tokens": 5, "temperature": 0}, headers=AUTH)
     data = response.json()
     assert response.status_code == 200 and data["object"] == "text_completion"
     assert data["usage"]["completion_tokens"] <= 5 and isinstance(data["choices"][0]["text"], str)
@@ -162,7 +182,7 @@ def test_text_completions_route(embedded, legal):
 def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(embedded, backend, body, status, needle):
     body = body.replace(b"BASE", base_name(backend).encode())
     response = httpx.post(f"{embedded.backend_url}/v1/chat/completions", content=body,
-                          headers={"content-type": "application/json"})
+                          headers={"content-type": "application/json", **AUTH})
     assert response.status_code == status
     error = response.json()["error"]
     assert needle in error["message"] and error["code"] == status

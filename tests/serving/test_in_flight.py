@@ -38,14 +38,14 @@ class HeldBackend:
         return httpx.Response(200, json=ANSWER)
 
 
-class MetricsOnly:
-    """The one call of the serving client that ServingState.drain makes."""
+class InFlightOnly:
+    """The one call of the serving client that ServingState.drain makes (the router's JSON, not Prometheus)."""
 
     def __init__(self, client: TestClient):
         self.client = client
 
-    def metrics_text(self) -> str:
-        return self.client.get("/metrics").text
+    def in_flight(self) -> dict[str, int]:
+        return self.client.get("/admin/in_flight", headers={"Authorization": "Bearer k"}).json()["in_flight"]
 
 
 @pytest.fixture()
@@ -55,7 +55,7 @@ def held(tmp_path):
                     adapters_root=tmp_path)
     with TestClient(create_router_app(router)) as client:
         router.http = httpx.AsyncClient(transport=httpx.MockTransport(backend), base_url="http://backend")
-        yield backend, client, ServingState(MetricsOnly(client), warehouse=None)
+        yield backend, client, ServingState(InFlightOnly(client), warehouse=None)
         backend.release.set()
 
 

@@ -168,14 +168,17 @@ def test_a_restarted_server_loads_its_adapters_again_and_keeps_aliases(serving_b
 def test_errors_of_a_version_chosen_by_an_alias_keep_its_label(admin, embedded, serving_adapters):
     admin.load_adapter("medical-ko@evicted", str(serving_adapters["medical-ko"]))
     admin.set_alias("medical-ko", {"@evicted": 1.0})
-    ServingClient(embedded.backend_url).unload_adapter("medical-ko@evicted")  # the backend drops it underneath
+    ServingClient(embedded.backend_url, api_key=embedded.api_key).unload_adapter("medical-ko@evicted")  # the backend drops it underneath
     with pytest.raises(ServingError) as err:
         admin.chat("medical-ko", HI, max_tokens=2)
     assert err.value.status == 404
+    health = httpx.get(f"{embedded.url}/health")  # an alias that cannot answer makes the router unready
+    assert health.status_code == 503 and "medical-ko" in health.json()["unservable_aliases"]
+    assert admin.alias_state("medical-ko").servable is False
     requests = {(s.labels["adapter"], s.labels["status"]): s.value
                 for s in _samples(admin.metrics_text())["llm_request_total"]}
     assert requests[("medical-ko@evicted", "client_error")] == 1
-    httpx.delete(f"{embedded.url}/admin/aliases/medical-ko", headers={"Authorization": f"Bearer {embedded.api_key}"})
+    assert admin.delete_alias("medical-ko") and not admin.delete_alias("medical-ko")
 
 
 def test_streaming_through_an_alias_relays_the_versions_events(admin, embedded, two_versions):
@@ -188,3 +191,36 @@ def test_streaming_through_an_alias_relays_the_versions_events(admin, embedded, 
     assert events[-1] == "[DONE]" and {c["model"] for c in chunks} == {two_versions[0]}
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text == admin.chat(two_versions[0], HI, max_tokens=6).text
+
+
+def test_a_plugged_resolver_picks_the_target_before_the_alias_table(admin, embedded, two_versions):
+    """The extension point an A/B arm assignment uses: (requested name, request) -> version, or None."""
+    admin.set_alias("cs-support", {"@r1": 1.0})
+    arm_b = lambda name, request: two_versions[1] if request.headers.get("x-arm") == "b" else None  # noqa: E731
+    embedded.router.target_resolvers.append(arm_b)
+    try:
+        body = {"model": "cs-support", "messages": HI, "max_tokens": 2}
+        assert httpx.post(f"{embedded.url}/v1/chat/completions", json=body, headers={"x-arm": "b"}).json()["model"] \
+            == two_versions[1]
+        assert httpx.post(f"{embedded.url}/v1/chat/completions", json=body).json()["model"] == two_versions[0]
+    finally:
+        embedded.router.target_resolvers.remove(arm_b)
+
+
+def test_the_routers_state_comes_back_as_json(admin, two_versions, serving_base):
+    from qlora.serving.base_identity import base_fingerprint
+
+    admin.set_alias("cs-support", {"@r1": 0.75, "@r2": 0.25})
+    state = admin.alias_state("cs-support")
+    assert state.serving == "cs-support@r1" and state.servable
+    assert [(v.name, v.version, v.weight, v.loaded) for v in state.versions] == [
+        ("cs-support@r1", "r1", 0.75, True), ("cs-support@r2", "r2", 0.25, True)]
+    assert admin.alias_state("never-defined") is None and admin.aliases()["cs-support"] == state
+    assert admin.versions()["cs-support@r1"] == {"adapter": "cs-support", "version": "r1", "train_date": "2026-01-05"}
+    assert admin.base().model == serving_base.name
+    assert admin.base().fingerprint == base_fingerprint(serving_base) != ""
+    before = admin.request_counts().get("cs-support@r2", {}).get("success", 0)
+    admin.chat("cs-support@r2", HI, max_tokens=1)
+    assert admin.request_counts()["cs-support@r2"]["success"] == before + 1
+    assert admin.in_flight().get("cs-support@r2", 0) == 0
+    assert set(admin.state()) == {"base", "aliases", "in_flight", "last_sync"}

@@ -49,10 +49,12 @@ def test_check_adapter_names_why_vllm_would_refuse(serving_adapters):
 @pytest.mark.parametrize("text, needle", [
     ("backend: vllm\nmax_lora_rank: 48\n", "max_lora_rank: 48 is not allowed"),
     ("backend: vllm\nmax_loras: 8\nmax_cpu_loras: 4\n", "max_cpu_loras (4) must be >= max_loras (8)"),
-    ("backend: embedded\nquantization: int8\n", "quantization must be 'nf4' or 'none'"),
-    ("backend: embedded\nmax_lora_rnak: 16\n", "unknown field(s) ['max_lora_rnak']"),
-    ("backend: embedded\nmax_batch_size: many\n", "field 'max_batch_size' must be int"),
-    ("backend: tgi\n", "field 'backend' must be 'embedded' or 'vllm'"),
+    ("backend: embedded\nquantization: int8\n", "field 'quantization': Input should be 'nf4' or 'none'"),
+    ("backend: embedded\nmax_lora_rnak: 16\n", "field 'max_lora_rnak': Extra inputs are not permitted"),
+    ("backend: embedded\nmax_batch_size: many\n", "field 'max_batch_size': Input should be a valid integer"),
+    ("backend: embedded\nbackend_host: 0.0.0.0\n", "field 'backend_host': Value error, must be a loopback address"),
+    ("backend: embedded\nrouter:\n  max_body_bytes: 10\n", "field 'router.max_body_bytes'"),
+    ("backend: tgi\n", "field 'backend': must be 'embedded' or 'vllm'"),
 ])
 def test_bad_profiles_fail_naming_file_and_field(tmp_path, text, needle):
     path = tmp_path / "profile.yaml"
@@ -127,3 +129,15 @@ def test_default_base_is_the_base_model_assets_folder(tmp_path, monkeypatch):
     assert EmbeddedConfig().base_model_path() == elsewhere  # a checkpoint recorded elsewhere is followed
     (tiny / "config.json").write_text("{}")
     assert EmbeddedConfig().base_model_path() == tiny
+
+
+def test_serve_reports_a_bad_profile_without_a_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from qlora.cli import app
+
+    path = tmp_path / "serving.yaml"
+    path.write_text("backend: embedded\nrouter:\n  max_body_bytes: many\n")
+    result = CliRunner().invoke(app, ["serve", "--config", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}: field 'router.max_body_bytes'" in result.output and "Traceback" not in result.output

@@ -70,10 +70,12 @@ class Live:
     adapters: dict = field(default_factory=dict)
 
     def start(self) -> "Live":
-        from qlora.serving.config import EmbeddedConfig
+        from qlora.serving.config import EmbeddedConfig, RouterConfig
         from qlora.serving.embedded import start_embedded
 
-        config = EmbeddedConfig(max_lora_rank=16, max_batch_size=32, batch_window_ms=5.0)
+        # Re-sync at start only: the fault tests evict versions under the router on purpose.
+        config = EmbeddedConfig(max_lora_rank=16, max_batch_size=32, batch_window_ms=5.0,
+                                router=RouterConfig(resync_interval_s=3600))
         self.handle = start_embedded(self.base, port=self.port, api_key=API_KEY, state_dir=self.state_dir,
                                      adapters_root=self.root, config=config)
         self.port = int(self.handle.url.rsplit(":", 1)[1])  # a restart binds the same public port

@@ -138,11 +138,15 @@ def serving_adapters(serving_base, qlora_home) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def embedded(serving_base, serving_adapters, qlora_home):
-    """One embedded server + router for the serving tests: NF4 base, max_lora_rank 16."""
-    from qlora.serving.config import EmbeddedConfig
+    """One embedded server + router for the serving tests: NF4 base, max_lora_rank 16.
+
+    Its router re-syncs only at start (an hour between re-syncs): tests here drop adapters under the
+    router on purpose; the re-sync itself is tested on servers of their own."""
+    from qlora.serving.config import EmbeddedConfig, RouterConfig
     from qlora.serving.embedded import start_embedded
 
-    config = EmbeddedConfig(max_lora_rank=16, max_batch_size=32, batch_window_ms=5.0)
+    config = EmbeddedConfig(max_lora_rank=16, max_batch_size=32, batch_window_ms=5.0,
+                            router=RouterConfig(resync_interval_s=3600))
     handle = start_embedded(serving_base, api_key="test-admin-key", state_dir=qlora_home / "serving-fixture",
                             adapters_root=qlora_home / "artifacts" / "adapters", config=config)
     yield handle

@@ -1,7 +1,8 @@
 """The data area's warehouse reads and writes (tables of docs/architecture.md), one domain at a time.
 
 Every write replaces one partition's rows (`replace_partition`), so re-materialising a
-domain never touches another. The quarantine holds two stages (raw, cleaned) per domain;
+domain never touches another. The quarantine holds three stages per domain (raw: unreadable
+rows; cleaned: rejected and duplicate rows; split: train rows removed as eval contamination);
 its partition column is `stage_domain` so each asset replaces only its own stage.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pandas as pd
 
 from qlora.data.cleaning import CleanResult, clean_rows
 from qlora.data.config import DataConfig
-from qlora.data.reader import ReadResult, read_domain
+from qlora.data.reader import RAW_COLUMNS, ReadResult, read_domain
 from qlora.data.split import SplitResult, split_rows
 from qlora.core.warehouse import Warehouse
 
@@ -30,8 +31,16 @@ def write_quarantine(warehouse: Warehouse, domain: str, stage: str, frame: pd.Da
     warehouse.replace_partition("quarantine", "stage_domain", f"{stage}:{domain}", frame)
 
 
+def _add_pii_spans_column(warehouse: Warehouse) -> None:
+    """Warehouses written before raw rows were masked at read lack `pii_spans_masked`: add it."""
+    with warehouse.connect() as con:
+        if warehouse.table_exists(con, "raw_instructions"):
+            con.execute('alter table raw_instructions add column if not exists pii_spans_masked bigint default 0')
+
+
 def store_raw(warehouse: Warehouse, domain: str, folder: Path) -> ReadResult:
-    result = read_domain(folder)
+    result = read_domain(folder, domain)
+    _add_pii_spans_column(warehouse)
     warehouse.replace_partition("raw_instructions", "domain", domain, _with_domain(result.rows_frame(), domain))
     write_quarantine(warehouse, domain, "raw", result.quarantine_frame())
     return result
@@ -41,8 +50,9 @@ def store_cleaned(warehouse: Warehouse, domain: str, config: DataConfig, tokeniz
     raw = warehouse.query(
         "select * from raw_instructions where domain = ? order by source_file, line", [domain]
     )
-    if raw.empty:
-        raise ValueError(f"no raw rows for domain {domain!r}: materialise raw_instructions first")
+    if raw.empty:  # none read (or raw_instructions not materialised): an empty dataset, and has_rows fails
+        raw = pd.DataFrame({c: pd.Series(dtype="int64" if c in ("line", "pii_spans_masked") else object)
+                            for c in RAW_COLUMNS})
     result = clean_rows(raw, config.rules(domain), config.detector_languages(), tokenizer=tokenizer)
     warehouse.replace_partition("cleaned_dataset", "domain", domain, _with_domain(result.kept, domain))
     write_quarantine(warehouse, domain, "cleaned", result.quarantine)

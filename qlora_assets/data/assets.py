@@ -32,7 +32,7 @@ def _content_hash(folder) -> str:
 
 @dg.asset(
     partitions_def=domain_partitions, group_name="data", kinds={"python", "duckdb"},
-    description="Every row of data/training/<domain>/ as read, with source file, line and licence.",
+    description="Every row of data/training/<domain>/ as read (PII masked), with source file, line and licence.",
     check_specs=specs("raw_instructions", RAW_CHECKS),
 )
 def raw_instructions(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -84,6 +84,7 @@ def cleaned_dataset(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     verdicts = [
         schemas.duplicates(kept, stats, rules), schemas.token_lengths(kept, rules, stats["tokenizer"]),
         schemas.pii_residual(kept), schemas.licences(kept, rules), schemas.target_language(kept, stats, rules),
+        schemas.has_rows(kept, stats["rows_read"]),
     ]
     acc = result.accounting()
     accounting = pd.DataFrame(

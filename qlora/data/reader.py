@@ -96,6 +96,14 @@ def _quarantine(result: ReadResult, name: str, line: int, reason: str, detail: s
                               "detail": mask_pii(detail)[0], "excerpt": excerpt(text, whole)})
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _accept(result: ReadResult, name: str, record: Record, file_licence: str | None) -> None:
     if record.error is not None:
         whole = record.error.reason != "row_too_large" and len(record.text) < HEAD_BYTES
@@ -106,6 +114,11 @@ def _accept(result: ReadResult, name: str, record: Record, file_licence: str | N
     except RowError as err:
         _quarantine(result, name, record.line, err.reason, err.detail, record.text)
         return
+    licence = row_licence(record.value, file_licence)
+    if not all(_encodable(m["content"]) for m in messages) or not _encodable(licence):
+        _quarantine(result, name, record.line, "bad_encoding",
+                    "a string holds an unpaired surrogate escape (e.g. \\ud800): not representable in UTF-8", record.text)
+        return
     spans, masked = 0, []
     for message in messages:
         content, n = mask_pii(message["content"])
@@ -115,7 +128,7 @@ def _accept(result: ReadResult, name: str, record: Record, file_licence: str | N
         "source_file": name,
         "line": record.line,
         "format": fmt,
-        "licence": mask_pii(row_licence(record.value, file_licence))[0],
+        "licence": mask_pii(licence)[0],
         "messages_json": json.dumps(masked, ensure_ascii=False),
         "pii_spans_masked": spans,
     })

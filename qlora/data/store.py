@@ -18,16 +18,22 @@ from qlora.data.split import SplitResult, split_rows
 from qlora.core.warehouse import Warehouse
 
 
-def _with_domain(frame: pd.DataFrame, domain: str) -> pd.DataFrame:
-    frame = frame.copy()
-    frame.insert(0, "domain", domain)
+_NOT_TEXT = {"line", "pii_spans_masked", "instruction_tokens", "output_tokens", "should_refuse"}
+
+
+def _with_domain(frame: pd.DataFrame, domain: str, **leading: str) -> pd.DataFrame:
+    """``frame`` with `domain` (and any ``leading`` constant columns) in front, text typed as text:
+    an empty object column would reach DuckDB typed NULL, and a table first created from an
+    empty partition would then refuse every later row."""
+    frame = frame.astype({c: "string" for c in frame.columns
+                          if c not in _NOT_TEXT and (frame[c].dtype == object or frame.empty)})
+    for position, (name, value) in enumerate({"domain": domain, **leading}.items()):
+        frame.insert(position, name, pd.Series([value] * len(frame), index=frame.index, dtype="string"))
     return frame
 
 
 def write_quarantine(warehouse: Warehouse, domain: str, stage: str, frame: pd.DataFrame) -> None:
-    frame = _with_domain(frame, domain)
-    frame.insert(1, "stage", stage)
-    frame.insert(2, "stage_domain", f"{stage}:{domain}")
+    frame = _with_domain(frame, domain, stage=stage, stage_domain=f"{stage}:{domain}")
     warehouse.replace_partition("quarantine", "stage_domain", f"{stage}:{domain}", frame)
 
 

@@ -7,7 +7,6 @@ Run as ``python -m qlora.serving.daemon`` by ``ensure_running`` only.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 from filelock import FileLock
 
+from qlora.core.io import read_json, write_json_atomic
 from qlora.core.paths import REPO_ROOT, paths
 
 STATE_FILE = "server.json"
@@ -28,8 +28,8 @@ KEY_FILE = "api_key"
 
 def read_state(state_dir: Path) -> dict | None:
     try:
-        return json.loads((state_dir / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return read_json(state_dir / STATE_FILE, "server state")
+    except (OSError, ValueError):  # JsonInputError is a ValueError
         return None
 
 
@@ -120,11 +120,7 @@ def stop(state_dir: str | Path | None = None, timeout_s: float = 15) -> bool:
 
 
 def _write_state(state_dir: Path, state: dict) -> None:
-    tmp = state_dir / f".{STATE_FILE}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the admin key
-    with os.fdopen(fd, "w") as f:
-        json.dump(state, f)
-    os.replace(tmp, state_dir / STATE_FILE)
+    write_json_atomic(state_dir / STATE_FILE, state, mode=0o600, indent=None)  # it holds the admin key
 
 
 def main(argv: list[str] | None = None) -> None:

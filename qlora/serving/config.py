@@ -5,11 +5,11 @@ file and field named (as trl's SFTConfig / axolotl's schema do).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from qlora.core.config import read_yaml_mapping
+from qlora.core.io import read_json
 from qlora.serving.adapters import check_max_lora_rank
 from qlora.core.paths import paths
 
@@ -47,7 +47,7 @@ class EmbeddedConfig:
         fingerprint = path / "fingerprint.json"
         if not (path / "config.json").is_file() and fingerprint.is_file():
             # The base_model asset may record the HF files elsewhere (a local checkpoint).
-            return Path(json.loads(fingerprint.read_text(encoding="utf-8")).get("model_path") or path)
+            return Path(read_json(fingerprint, "base model fingerprint").get("model_path") or path)
         return path
 
 

@@ -212,30 +212,35 @@ def _json_records(path: Path, max_row_bytes: int, max_depth: int) -> Iterator[Re
     while True:
         pos = _WHITESPACE.match(text, pos).end()
         line = line_of(pos)
-        if text.startswith("]", pos) or pos >= len(text):
-            if pos >= len(text):
-                yield Record(line, error=JsonInputError(path, line, "malformed_json", "the array is never closed"))
+        if text.startswith("]", pos):
             return
-        end, deepest = _element_end(text, pos)
-        element = text[pos:end]
-        if size := _too_large(text, pos, end, max_row_bytes):
+        try:  # the C decoder first; the depth scan only for a row it cannot take
+            value, stop = _DECODER.raw_decode(text, pos)
+        except RecursionError:
+            stop, _ = _element_end(text, pos)
             yield Record(line, text=text[pos:pos + HEAD_BYTES], error=JsonInputError(
-                path, line, "row_too_large", f"row is {size:,} bytes, over the limit of {max_row_bytes:,}"))
-        elif deepest > max_depth:
-            yield Record(line, text=element[:HEAD_BYTES], error=JsonInputError(
                 path, line, "too_deep", f"nested deeper than {max_depth} levels"))
+        except json.JSONDecodeError as err:
+            yield Record(err.lineno, text=text[pos:pos + HEAD_BYTES], error=JsonInputError(
+                path, err.lineno, "malformed_json", f"not valid JSON: {err.msg}; rest of file not read"))
+            return
         else:
-            try:
-                value, stop = _DECODER.raw_decode(element.rstrip())
-                if stop != len(element.rstrip()):
-                    raise json.JSONDecodeError("extra data after the value", element, stop)
-            except json.JSONDecodeError as err:
-                at = line + err.lineno - 1
-                yield Record(at, text=element[:HEAD_BYTES], error=JsonInputError(
-                    path, at, "malformed_json", f"not valid JSON: {err.msg}; rest of file not read"))
-                return
-            yield Record(line, value, element)
-        pos = end + 1 if text.startswith(",", end) else end
+            if size := _too_large(text, pos, stop, max_row_bytes):
+                yield Record(line, text=text[pos:pos + HEAD_BYTES], error=JsonInputError(
+                    path, line, "row_too_large", f"row is {size:,} bytes, over the limit of {max_row_bytes:,}"))
+            elif too_deep(element := text[pos:stop], max_depth):
+                yield Record(line, text=element[:HEAD_BYTES], error=JsonInputError(
+                    path, line, "too_deep", f"nested deeper than {max_depth} levels"))
+            else:
+                yield Record(line, value, element)
+        pos = _WHITESPACE.match(text, stop).end()
+        if text.startswith(",", pos):
+            pos += 1
+        elif not text.startswith("]", pos):
+            at = line_of(pos)
+            yield Record(at, text=text[pos:pos + HEAD_BYTES], error=JsonInputError(
+                path, at, "malformed_json", "expected ',' or ']'; rest of file not read"))
+            return
 
 
 def _layout(path: Path, layout: Layout) -> Layout:

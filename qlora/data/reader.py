@@ -169,13 +169,13 @@ def read_domain(folder: Path, domain: str | None = None) -> ReadResult:
 def count_records(path: Path) -> int | None:
     """Records in a file counted without the reader (for the 'rows in = rows read' check):
     non-blank lines of JSONL, elements of a JSON array; None if the file cannot be parsed whole."""
-    if path.suffix == ".jsonl":
-        return sum(1 for _ in iter_lines(path))
-    if path.stat().st_size > MAX_FILE_BYTES:
-        return None
     try:
+        if path.suffix == ".jsonl":
+            return sum(1 for _ in iter_lines(path))
+        if path.stat().st_size > MAX_FILE_BYTES:
+            return None
         value = json.loads(path.read_bytes().decode("utf-8-sig", errors="replace"))
-    except (json.JSONDecodeError, RecursionError):
+    except (OSError, json.JSONDecodeError, RecursionError):
         return None
     return len(value) if isinstance(value, list) else 1
 

@@ -98,3 +98,22 @@ def test_an_old_warehouse_without_the_pii_spans_column_is_migrated(tmp_path):
     write_jsonl(tmp_path / "legal-ko" / "rows.jsonl", [ROW])
     store_raw(warehouse, "legal-ko", tmp_path / "legal-ko")
     assert warehouse.query("select pii_spans_masked from raw_instructions")["pii_spans_masked"].tolist() == [0]
+
+
+def test_an_unreadable_file_is_one_quarantine_entry_and_the_others_are_read(tmp_path, monkeypatch):
+    write_jsonl(tmp_path / "a.jsonl", [ROW])
+    write_jsonl(tmp_path / "b.jsonl", [ROW, ROW])
+    from qlora.data import reader
+
+    real = reader.iter_records
+
+    def denied(path, *args):
+        if path.name == "b.jsonl":
+            raise PermissionError(13, "Permission denied")
+        return real(path, *args)
+
+    monkeypatch.setattr(reader, "iter_records", denied)
+    result = read_domain(tmp_path)
+    assert [r["source_file"] for r in result.rows] == ["a.jsonl"]
+    assert [(q["source_file"], q["line"], q["reason"]) for q in result.quarantine] == [("b.jsonl", 0, "unreadable")]
+    assert result.rows_in == {"a.jsonl": 1, "b.jsonl": 1}

@@ -13,7 +13,7 @@ import pandas as pd
 
 from qlora.data.cleaning import CleanResult, clean_rows
 from qlora.data.config import DataConfig
-from qlora.data.reader import RAW_COLUMNS, ReadResult, read_domain
+from qlora.data.reader import RAW_COLUMNS, SYMLINK, ReadResult, read_domain
 from qlora.data.split import SplitResult, split_rows
 from qlora.core.warehouse import Warehouse
 
@@ -50,6 +50,17 @@ def store_raw(warehouse: Warehouse, domain: str, folder: Path) -> ReadResult:
     warehouse.replace_partition("raw_instructions", "domain", domain, _with_domain(result.rows_frame(), domain))
     write_quarantine(warehouse, domain, "raw", result.quarantine_frame())
     return result
+
+
+def stored_raw_per_file(warehouse: Warehouse, domain: str) -> pd.Series:
+    """Records stored per source file (raw rows + raw quarantine entries), read back for the
+    'rows in = rows read' check; links not followed are files, not records, and are left out."""
+    stored = warehouse.query(
+        "select source_file, count(*) as n from raw_instructions where domain = ? group by 1 union all "
+        "select source_file, count(*) from quarantine where stage_domain = ? and reason <> ? group by 1",
+        [domain, f"raw:{domain}", SYMLINK],
+    )
+    return stored.groupby("source_file")["n"].sum() if not stored.empty else pd.Series(dtype="int64")
 
 
 def store_cleaned(warehouse: Warehouse, domain: str, config: DataConfig, tokenizer=None) -> CleanResult:

@@ -86,6 +86,8 @@ def test_auto_layout_reads_an_array_or_lines_by_content(tmp_path):
     (tmp_path / "lines").write_text('{"n": 1}\n\n{"n": 2}\n')
     assert read_records(tmp_path / "rows") == [(1, {"n": 1}), (2, {"n": 2})]
     assert read_records(tmp_path / "lines") == [(1, {"n": 1}), (3, {"n": 2})]
+    (tmp_path / "pretty.jsonl").write_text('[\n  {"n": 1}\n]')  # an eval set saved as an array
+    assert read_records(tmp_path / "pretty.jsonl") == [(2, {"n": 1})]
 
 
 def test_read_json_names_file_line_and_what_it_is(tmp_path):

@@ -115,19 +115,18 @@ def _jsonl_records(path: Path, max_row_bytes: int, max_depth: int) -> Iterator[R
     with open(path, "rb") as handle:
         utf16 = handle.read(2) in UTF16_BOMS
     for number, content, length in iter_lines(path, max_row_bytes):
-        loose = content.decode("utf-8", errors="replace")
         if utf16:  # no excerpt: UTF-16 read as bytes would hide its text (and any PII) from masking
             yield Record(number, error=JsonInputError(
                 path, number, "bad_encoding", "the file is UTF-16 (byte-order mark at its start): save it as UTF-8"))
             continue
         if length > max_row_bytes:
-            yield Record(number, text=loose, error=JsonInputError(
+            yield Record(number, text=content.decode("utf-8", errors="replace"), error=JsonInputError(
                 path, number, "row_too_large", f"row is {length:,} bytes, over the limit of {max_row_bytes:,}"))
             continue
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError as err:
-            yield Record(number, text=loose, error=JsonInputError(
+            yield Record(number, text=content.decode("utf-8", errors="replace"), error=JsonInputError(
                 path, number, "bad_encoding", f"not UTF-8 at byte {err.start}"))
             continue
         try:

@@ -25,6 +25,7 @@ from filelock import FileLock, Timeout
 from pydantic import Field
 
 from qlora.core.config import read_yaml_mapping
+from qlora.core.io import read_records
 from qlora.core.paths import paths
 
 RUN_TAG_DEVICES = "qlora/gpu_devices"
@@ -155,8 +156,7 @@ class GpuSlotAllocator:
             return []
         open_at: dict[tuple[str, int, float], dict] = {}
         done = []
-        for line in self.ledger_path.read_text(encoding="utf-8").splitlines():
-            entry = json.loads(line)
+        for _, entry in read_records(self.ledger_path, "jsonl"):
             key = (entry["owner"], entry["pid"], entry["acquired_at"])
             if entry["event"] == "acquire":
                 open_at[key] = entry
@@ -194,7 +194,7 @@ class GpuResource(dg.ConfigurableResource):
             devices, simulated = detect_devices()
         else:
             devices, simulated = [d.strip() for d in self.devices.split(",") if d.strip()], False
-        return GpuSlotAllocator(Path(self.lock_dir or paths().home / "gpu_slots"), devices,
+        return GpuSlotAllocator(Path(self.lock_dir or paths().gpu_slots), devices,
                                 runs_per_gpu=self.runs_per_gpu, simulated=simulated)
 
     def pool_limit(self) -> int:

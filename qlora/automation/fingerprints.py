@@ -10,6 +10,8 @@ from pathlib import Path
 
 import xxhash
 
+from qlora.core.paths import discover_domains
+
 _CHUNK = 1 << 20
 
 
@@ -25,8 +27,8 @@ def file_digest(path: Path) -> str:
 def _visible_files(folder: Path) -> list[Path]:
     # Dotfiles are editor swap files and the like, not training data.
     return [
-        p for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        p for p in folder.rglob("*")  # a symlink is never followed out of the data root (the reader skips it too)
+        if p.is_file() and not p.is_symlink() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
 
 
@@ -60,12 +62,8 @@ def newest_change(training_dir: Path, domain: str, eval_dir: Path | None = None)
 
 def data_fingerprints(training_dir: Path, eval_dir: Path | None = None) -> dict[str, str]:
     """Fingerprint of every domain folder under ``training_dir`` (a domain is a folder)."""
-    if not training_dir.is_dir():
-        return {}
-    domains = sorted(
-        p.name for p in training_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
-    return {domain: domain_fingerprint(training_dir, domain, eval_dir) for domain in domains}
+    # The same rule as the raw reader: a misnamed or symlinked domain folder is an error naming it.
+    return {domain: domain_fingerprint(training_dir, domain, eval_dir) for domain in discover_domains(training_dir)}
 
 
 def config_files(config_dir: Path) -> list[Path]:

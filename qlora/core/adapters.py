@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from qlora.core.io import read_json
 from qlora.core.warehouse import Warehouse
 
 
@@ -46,10 +47,7 @@ def adapter_from_path(domain: str, path: str | Path) -> AdapterRef:
     manifest = {}
     manifest_file = path / "manifest.json"
     if manifest_file.is_file():
-        try:
-            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{manifest_file}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        manifest = read_json(manifest_file, "adapter manifest")
     version = str(manifest.get("version") or path.name)
     train_date = str(manifest.get("train_date") or manifest.get("created_at") or "")
     return AdapterRef(domain=domain, version=version, path=str(path), train_date=train_date)

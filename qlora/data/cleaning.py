@@ -4,7 +4,9 @@ Each rejected row gets one reason (the first rule it breaks, in that order) and 
 the quarantine; duplicates are counted apart. So, always:
     rows read = kept + quarantined (by reason) + removed as duplicates.
 Dedup runs on the masked, normalised text, so rows that differ only in PII collapse
-(the seed hashed before masking and kept them).
+(the seed hashed before masking and kept them). Rows from the raw reader arrive masked already
+(the warehouse never holds raw PII) with their `pii_spans_masked`; masking here again is a no-op
+for them and still catches rows handed in unmasked (a frame built elsewhere).
 """
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ def clean_rows(raw: pd.DataFrame, rules: DomainRules, detector_languages: list[s
     n = len(raw)
     prepared = prepare_rows([json.loads(m) for m in raw["messages_json"]], rules.min_chars)
     masked_messages = prepared.turns.messages()
+    pii_spans = prepared.pii_spans + (raw["pii_spans_masked"].to_numpy(dtype=np.int64)
+                                      if "pii_spans_masked" in raw else np.zeros(n, dtype=np.int64))
     all_prompt_ids = prompt_ids(prepared)
     reason = np.array([STATUS_REASONS.get(int(s), "") for s in prepared.status], dtype=object)
     detail = np.array([""] * n, dtype=object)
@@ -100,7 +104,7 @@ def clean_rows(raw: pd.DataFrame, rules: DomainRules, detector_languages: list[s
             "format": raw["format"].to_numpy()[[survivors[i] for i, _ in keep]],
             "licence": raw["licence"].str.lower().to_numpy()[[survivors[i] for i, _ in keep]],
             "language": [lang for _, lang in keep],
-            "pii_spans_masked": prepared.pii_spans[[survivors[i] for i, _ in keep]],
+            "pii_spans_masked": pii_spans[[survivors[i] for i, _ in keep]],
             "instruction_tokens": ins_tokens[[i for i, _ in keep]],
             "output_tokens": out_tokens[[i for i, _ in keep]],
             "messages_json": [json.dumps(messages[i], ensure_ascii=False) for i, _ in keep],
@@ -129,8 +133,8 @@ def clean_rows(raw: pd.DataFrame, rules: DomainRules, detector_languages: list[s
         "duplicate_rate_before_dedup": float(is_dup.sum() / entering_dedup) if entering_dedup else 0.0,
         "rows_language_checked": len(languages),
         "target_language_share": float(on_target / len(languages)) if languages else 1.0,
-        "pii_spans_masked": int(prepared.pii_spans.sum()),
-        "rows_with_pii_masked": int((prepared.pii_spans > 0).sum()),
+        "pii_spans_masked": int(pii_spans.sum()),
+        "rows_with_pii_masked": int((pii_spans > 0).sum()),
         "tokenizer": tokenizer_name(tokenizer),
     }
     return CleanResult(kept=kept, quarantine=quarantine, stats=stats)

@@ -50,8 +50,9 @@ def mask_pii(text: str) -> tuple[str, int]:
         nonlocal count
         kind = match.lastgroup
         if kind == "CARD" and not luhn_valid(match.group()):
-            # A long number that is not a card (order id): keep it unless it reads as a phone.
-            inner, n = _mask_phones(match.group())
+            # A long number that is not a card (order id): keep it, except an RRN or phone inside
+            # it ("800 900101-1234567" reads as one 16-digit run, but holds an RRN).
+            inner, n = _mask_rrn_and_phones(match.group())
             count += n
             return inner
         count += 1
@@ -68,8 +69,8 @@ def mask_pii(text: str) -> tuple[str, int]:
     return text, count
 
 
-_PHONE_ONLY = re.compile(PHONE)
+_RRN_OR_PHONE = re.compile(f"(?P<RRN>{RRN})|(?P<PHONE>{PHONE})")
 
 
-def _mask_phones(text: str) -> tuple[str, int]:
-    return _PHONE_ONLY.subn("[PHONE]", text)
+def _mask_rrn_and_phones(text: str) -> tuple[str, int]:
+    return _RRN_OR_PHONE.subn(lambda m: f"[{m.lastgroup}]", text)

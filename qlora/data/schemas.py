@@ -82,14 +82,25 @@ def token_lengths(kept: pd.DataFrame, rules: DomainRules, tokenizer: str) -> Ver
 
 
 def pii_residual(kept: pd.DataFrame) -> Verdict:
+    """0 rows scanned is a pass (an empty set has no residual PII); `has_rows` is what fails then."""
     found = [pii_findings(m + "\n" + t) for m, t in zip(kept["messages_json"], kept["text"])]
-    frame = kept[["source_file", "line", "messages_json"]].assign(pii_residual=[len(f) for f in found],
-                                                                  kinds=[",".join(f) for f in found])
+    frame = kept[["source_file", "line", "messages_json"]].assign(
+        pii_residual=pd.Series([len(f) for f in found], index=kept.index, dtype="int64"),
+        kinds=pd.Series([",".join(f) for f in found], index=kept.index, dtype=object))
     schema = pa.DataFrameSchema({"pii_residual": pa.Column(int, pa.Check.eq(0))})
     numbers = {"rows_scanned": len(frame), "rows_with_residual": int((frame["pii_residual"] > 0).sum()),
                "pii_spans_masked": int(kept["pii_spans_masked"].sum())}
     return verdict("pii_residual", "0 PII left by an independent re-scan", [(schema, frame)], numbers,
                    ["source_file", "line", "kinds", "messages_json"])
+
+
+def has_rows(kept: pd.DataFrame, rows_read: int) -> Verdict:
+    """The dataset is not empty: with 0 rows every other check passes vacuously, and training has nothing."""
+    numbers = {"rows_kept": len(kept), "rows_read": rows_read}
+    if len(kept):
+        return Verdict("has_rows", True, 0, "at least one row kept", numbers=numbers)
+    why = "every row was rejected" if rows_read else "no rows were read (all quarantined at read, or no data files)"
+    return Verdict("has_rows", False, 1, f"at least one row kept: 0 kept, {why}", numbers=numbers)
 
 
 def licences(kept: pd.DataFrame, rules: DomainRules) -> Verdict:

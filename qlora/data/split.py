@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from qlora.core.io import read_records
 from qlora.data.config import DomainRules
 from qlora.data.formats import split_turns
 from qlora.data.pii import mask_pii
@@ -32,14 +33,11 @@ class SplitResult:
 def eval_set_rows(path: Path) -> pd.DataFrame:
     """A fixed eval set (`data/eval/<domain>.jsonl`) as split rows; bad lines fail naming file and line."""
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, row in read_records(path, "jsonl"):  # a line that is not JSON fails naming file:line
         try:
-            row = json.loads(line)
             prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
             expected = row.get("expected_output", "")
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (KeyError, TypeError) as err:
             raise ValueError(f"{path}:{number}: bad eval row ({type(err).__name__}: {err}); "
                              "need a JSON object with 'instruction' and 'expected_output'") from None
         messages = [{"role": "user", "content": mask_pii(prompt)[0]}, {"role": "assistant", "content": expected}]

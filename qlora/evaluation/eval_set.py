@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from qlora.core.io import JsonInputError, read_records
 
 
 class EvalSetError(ValueError):
@@ -86,22 +87,10 @@ def load_eval_cases(path: str | Path) -> list[EvalCase]:
     path = Path(path)
     if not path.is_file():
         raise EvalSetError(f"{path}: eval set not found")
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise EvalSetError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-        numbered = list(enumerate(rows, start=1))
-    else:
-        numbered = []
-        for number, raw in enumerate(text.splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                numbered.append((number, json.loads(raw)))
-            except json.JSONDecodeError as exc:
-                raise EvalSetError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    try:
+        numbered = read_records(path)  # JSONL, or a JSON array (a file starting with '[')
+    except JsonInputError as exc:
+        raise EvalSetError(str(exc)) from None
     cases = [case_from_row(row, str(path), number) for number, row in numbered]
     if not cases:
         raise EvalSetError(f"{path}: eval set has no rows")

@@ -7,13 +7,13 @@ survives the round trip and can never be mistaken for a pass.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from qlora.core.io import read_json, write_json_atomic
 from qlora.evaluation.metrics import MetricValue, NotMeasured, is_measured
 from qlora.evaluation.scoring import METRIC_NAMES, RowScore
 
@@ -66,10 +66,7 @@ class EvalResults:
         }
 
     def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
-        return path
+        return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "results") -> "EvalResults":
@@ -101,11 +98,7 @@ class EvalResults:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"{path}: results file not found")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-        return cls.from_dict(raw, str(path))
+        return cls.from_dict(read_json(path, "eval results"), str(path))
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> "EvalResults":

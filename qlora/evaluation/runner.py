@@ -8,12 +8,12 @@ run one after another, so each one's latency is measured on its own.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from qlora.core.io import read_json
 from qlora.evaluation.config import EvalSettings
 from qlora.evaluation.eval_set import EvalCase
 from qlora.evaluation.results import EvalResults, ModelReport
@@ -77,7 +77,7 @@ def deployed_model_name(client, domain: str) -> str | None:
 def adapter_identity(adapter_path: Path) -> tuple[str, str]:
     """(domain, version) of an adapter folder `.../adapters/<domain>/<version>/` (manifest wins)."""
     manifest_path = adapter_path / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    manifest = read_json(manifest_path, "adapter manifest") if manifest_path.is_file() else {}
     return str(manifest.get("domain") or adapter_path.parent.name), str(manifest.get("version") or adapter_path.name)
 
 
@@ -126,7 +126,7 @@ def _base_for(adapter_path: Path, base_model: Path | None) -> Path:
     if base_model:
         return base_model
     manifest_path = adapter_path / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    manifest = read_json(manifest_path, "adapter manifest") if manifest_path.is_file() else {}
     base = (manifest.get("base") or {}).get("path")
     if not base:
         raise ValueError(f"{manifest_path}: field 'base.path' missing; pass --base-model or --server")

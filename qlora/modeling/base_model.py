@@ -15,6 +15,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from qlora.core.io import read_json, write_json_atomic
 from qlora.modeling.corpus import collect_corpus, corpus_hash
 from qlora.modeling.tiny_base import TinyBaseSpec, build_tiny_base
 from qlora.core.paths import paths
@@ -36,7 +37,7 @@ def read_fingerprint(profile: str = TINY) -> dict:
     record = base_model_dir(profile) / "fingerprint.json"
     if not record.is_file():
         raise BaseModelError(f"base model '{profile}' is not materialised: {record} missing; materialise `base_model` first")
-    return json.loads(record.read_text())
+    return read_json(record, "base model fingerprint")
 
 
 def base_model_path(profile: str = TINY) -> Path:
@@ -74,7 +75,7 @@ def _tiny(spec: TinyBaseSpec, data_dirs: list[Path] | None, log) -> tuple[dict, 
     with FileLock(str(target) + ".lock"):
         record_path = target / "fingerprint.json"
         if record_path.is_file():
-            record = json.loads(record_path.read_text())
+            record = read_json(record_path, "base model fingerprint")
             if record.get("input_hash") == key:
                 return record, True
         staging = target.with_name(f".{TINY}-building-{os.getpid()}")
@@ -92,7 +93,7 @@ def _tiny(spec: TinyBaseSpec, data_dirs: list[Path] | None, log) -> tuple[dict, 
             "build_seconds": round(time.monotonic() - started, 1),
             **facts,
         }
-        (staging / "fingerprint.json").write_text(json.dumps(record, indent=2))
+        write_json_atomic(staging / "fingerprint.json", record)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)  # readers never see a half-written base
         return record, False
@@ -115,7 +116,7 @@ def _local(profile: str, model_path: str | None) -> tuple[dict, bool]:
     record = {"profile": profile, "fingerprint": files_fingerprint(src), "model_path": str(src)}
     target = base_model_dir(profile)
     target.mkdir(parents=True, exist_ok=True)
-    (target / "fingerprint.json").write_text(json.dumps(record, indent=2))
+    write_json_atomic(target / "fingerprint.json", record)
     return record, False
 
 

@@ -7,10 +7,10 @@ base already knows the template's structure before LoRA sees it.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Iterator
 
+from qlora.core.io import iter_records
 from qlora.modeling.chat_template import render_llama3
 
 DATA_SUFFIXES = {".json", ".jsonl"}
@@ -36,20 +36,9 @@ def data_files(data_dirs: list[Path]) -> list[Path]:
 
 def _records(path: Path) -> Iterator[object]:
     """Yield JSON values of a file; malformed lines or files are skipped (the data assets report them)."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        whole = json.loads(text)
-    except json.JSONDecodeError:
-        for line in text.splitlines():
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
-        return
-    if isinstance(whole, list):
-        yield from whole
-    else:
-        yield whole
+    for record in iter_records(path):
+        if record.error is None:
+            yield record.value
 
 
 def strings_in(value: object) -> Iterator[str]:

@@ -6,9 +6,10 @@ would be refused before vLLM refuses it. Messages are vLLM's (vllm/lora/peft_hel
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from qlora.core.io import JsonInputError, read_json
 
 # vLLM's LoRAConfig accepts only these values for --max-lora-rank.
 ALLOWED_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -49,9 +50,9 @@ def read_adapter(path: str | Path) -> AdapterFacts:
     if not config_file.is_file():
         raise AdapterPathError(str(path))
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AdapterRefused([f"{config_file}:{exc.lineno}: not valid JSON ({exc.msg})."]) from None
+        config = read_json(config_file, "adapter config")
+    except JsonInputError as exc:
+        raise AdapterRefused([f"{exc}."]) from None
     if config.get("peft_type", "LORA") != "LORA":
         raise AdapterRefused([f"{config_file}: peft_type {config.get('peft_type')!r} is not LORA."])
     ranks = [int(config.get("r", 0)), *(int(v) for v in (config.get("rank_pattern") or {}).values())]

@@ -5,13 +5,13 @@ through the project's one YAML loader, with the file and field named (as trl's S
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from qlora.core.config import read_yaml_mapping, validate_mapping
+from qlora.core.io import read_json
 from qlora.core.paths import paths
 from qlora.serving.adapters import check_max_lora_rank
 
@@ -77,7 +77,7 @@ class EmbeddedConfig(_Profile):
         fingerprint = path / "fingerprint.json"
         if not (path / "config.json").is_file() and fingerprint.is_file():
             # The base_model asset may record the HF files elsewhere (a local checkpoint).
-            return Path(json.loads(fingerprint.read_text(encoding="utf-8")).get("model_path") or path)
+            return Path(read_json(fingerprint, "base model fingerprint").get("model_path") or path)
         return path
 
 

@@ -10,7 +10,6 @@ Run as ``python -m qlora.serving.daemon`` by ``ensure_running`` only.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import signal
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 from filelock import FileLock, Timeout
 
+from qlora.core.io import read_json, write_json_atomic, write_text_atomic
 from qlora.core.paths import REPO_ROOT, paths
 
 STATE_FILE = "server.json"
@@ -33,8 +33,8 @@ STATE_REPAIR_S = 0.5        # how often the daemon checks that server.json still
 
 def read_state(state_dir: Path) -> dict | None:
     try:
-        return json.loads((state_dir / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return read_json(state_dir / STATE_FILE, "server state")
+    except (OSError, ValueError):  # JsonInputError is a ValueError
         return None
 
 
@@ -69,14 +69,6 @@ def daemon_alive(state_dir: Path) -> bool:
     return False
 
 
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the admin key
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def admin_key(state_dir: Path) -> str:
     """QLORA_SERVING_API_KEY, else a key kept in the state dir so clients survive a server restart.
 
@@ -89,7 +81,7 @@ def admin_key(state_dir: Path) -> str:
         return key
     state_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(24)
-    _write_private(key_file, key)
+    write_text_atomic(key_file, key, mode=0o600)  # it holds the admin key
     return key
 
 
@@ -161,7 +153,7 @@ def stop(state_dir: str | Path | None = None, timeout_s: float = 15) -> bool:
 
 
 def _write_state(state_dir: Path, state: dict) -> None:
-    _write_private(state_dir / STATE_FILE, json.dumps(state))
+    write_json_atomic(state_dir / STATE_FILE, state, mode=0o600, indent=None)  # it holds the admin key
 
 
 def _keep_state(state_dir: Path, state: dict, done: threading.Event) -> None:

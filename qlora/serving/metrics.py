@@ -8,11 +8,12 @@ Each router gets its own registry, so several routers can live in one process (t
 """
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from qlora.core.io import read_json
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -34,11 +35,11 @@ def train_date_of(adapter_path: str) -> str:
     """From the adapter's manifest.json (training writes it); else the folder's modification date."""
     folder = Path(adapter_path)
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        manifest = read_json(folder / "manifest.json", "adapter manifest")
         date = manifest.get("train_date") or manifest.get("created_at") or ""
         if date:
             return str(date)[:10]
-    except (OSError, json.JSONDecodeError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # JsonInputError is a ValueError
         pass
     try:
         return datetime.fromtimestamp(folder.stat().st_mtime, timezone.utc).date().isoformat()

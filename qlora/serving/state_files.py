@@ -5,37 +5,21 @@ reads a whole alias table and a whole list of loaded adapters.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 
+from qlora.core import io
+
 
 def atomic_write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    io.write_json_atomic(path, payload, mode=0o600, sort_keys=True)
 
 
 def read_json(path: Path, what: str) -> dict:
+    """The JSON object in ``path`` ({} when there is none); errors name file, line and ``what``."""
     if not path.exists():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}: {what} is not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: {what} must be a JSON object")
-    return data
+    return io.read_json(path, what)
 
 
 class LoadedAdapters:

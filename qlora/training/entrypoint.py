@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         # One process trains on one GPU (TRL refuses nn.DataParallel); several GPUs go through accelerate launch.
         # Set before torch initialises CUDA, which happens when the runner is imported.
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "0")
+    from qlora.core.io import read_json
     from qlora.training.config import load_config, validate_config
     from qlora.training.runner import run_training
 
     args = parse_args(argv)
     if args.config.endswith(".json"):
-        config = validate_config(json.loads(Path(args.config).read_text()), args.config)
+        config = validate_config(read_json(args.config, "training config"), args.config)
     else:
         config = load_config(args.config)
     base = args.base

@@ -1,18 +1,19 @@
 """Merge an adapter into its base reloaded in bf16 (merging into the 4-bit base would bake in its rounding)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from qlora.core.io import read_json
 
 
 def adapter_base_path(adapter_dir: Path) -> Path:
     manifest = adapter_dir / "manifest.json"
     if manifest.is_file():
-        return Path(json.loads(manifest.read_text())["base"]["path"])
+        return Path(read_json(manifest, "adapter manifest")["base"]["path"])
     config = adapter_dir / "adapter_config.json"
     if not config.is_file():
         raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json; not a peft adapter folder")
-    return Path(json.loads(config.read_text())["base_model_name_or_path"])
+    return Path(read_json(config, "adapter config")["base_model_name_or_path"])
 
 
 def merge_adapter(adapter_dir: Path, output_dir: Path, base_path: Path | None = None) -> Path:

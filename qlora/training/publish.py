@@ -8,33 +8,22 @@ from pathlib import Path
 
 import pandas as pd
 
+from qlora.core.io import read_json
 from qlora.core.paths import paths
 from qlora.core.warehouse import Warehouse
-
-
-def export_split(warehouse: Warehouse, domain: str, split: str, out_dir: Path) -> tuple[Path, int]:
-    """Write one split of ``train_eval_split`` as ``{"messages": [...]}`` lines, ordered by row_id."""
-    rows = warehouse.query(
-        'select row_id, messages_json from "train_eval_split" where domain = ? and split = ? order by row_id',
-        [domain, split],
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{split}.jsonl"
-    lines = [json.dumps({"messages": json.loads(m)}, ensure_ascii=False) for m in rows.get("messages_json", [])]
-    target.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return target, len(lines)
+from qlora.data.export import data_version as export_data_version, export_split
 
 
 def export_training_data(warehouse: Warehouse, domain: str) -> dict:
     """Export train (and eval) rows under datasets/<domain>/<data_version>/; version = hash of the train file."""
-    staging = paths().home / "datasets" / domain / ".staging"
+    staging = paths().datasets / domain / ".staging"
     train, n_train = export_split(warehouse, domain, "train", staging)
     if n_train == 0:
         raise ValueError(f"no train rows for domain '{domain}' in warehouse table train_eval_split; "
                          "materialise train_eval_split for this partition first")
     evaluation, n_eval = export_split(warehouse, domain, "eval", staging)
-    data_version = hashlib.sha256(train.read_bytes()).hexdigest()[:16]
-    final = paths().home / "datasets" / domain / data_version
+    data_version = export_data_version(train.read_bytes())
+    final = paths().datasets / domain / data_version
     final.mkdir(parents=True, exist_ok=True)
     for f in (train, evaluation):
         f.replace(final / f.name)
@@ -58,7 +47,7 @@ def publish_adapter(work_dir: Path, domain: str, version: str, warehouse: Wareho
     target = paths().adapters / domain / version
     if target.exists():
         raise FileExistsError(f"adapter version {target} already exists; versions are never overwritten")
-    manifest = json.loads((work_dir / "manifest.json").read_text())
+    manifest = read_json(work_dir / "manifest.json", "adapter manifest")
     target.parent.mkdir(parents=True, exist_ok=True)
     work_dir.rename(target)
     warehouse.append("adapters", pd.DataFrame([{

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import hashlib
-import json
 import resource
 import shutil
 import time
@@ -20,6 +19,7 @@ import torch
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from qlora.core.io import read_json, write_json_atomic
 from qlora.modeling.tiny_base import limit_threads_when_busy
 from qlora.core.paths import paths
 from qlora.training import sft
@@ -37,7 +37,7 @@ def file_sha256(path: Path) -> str:
 def base_fingerprint(base_path: Path) -> str:
     record = base_path / "fingerprint.json"
     if record.is_file():
-        return json.loads(record.read_text())["fingerprint"]
+        return read_json(record, "base fingerprint")["fingerprint"]
     from qlora.modeling.base_model import files_fingerprint
 
     return files_fingerprint(base_path)
@@ -54,7 +54,7 @@ class _Ladder:
 
     def __init__(self, path: Path, config: QLoRAConfig):
         self.path = path
-        state = json.loads(path.read_text()) if path.is_file() else {}
+        state = read_json(path, "OOM ladder state") if path.is_file() else {}
         self.settings = state.get("settings") or {k: getattr(config, k) for k in LADDER_KEYS}
         self.rungs: list[dict] = state.get("rungs", [])
 
@@ -64,7 +64,7 @@ class _Ladder:
             return False
         self.settings, record = found
         self.rungs.append({**record, "at_step": step, "error": str(error)[:300]})
-        self.path.write_text(json.dumps({"settings": self.settings, "rungs": self.rungs}, indent=2))
+        write_json_atomic(self.path, {"settings": self.settings, "rungs": self.rungs})  # survives a kill mid-write
         return True
 
 
@@ -94,7 +94,7 @@ def _attempt(config, rows, eval_rows, base_path, checkpoint_dir, attempt, log) -
         log(f"resuming from {resume_from}")
     tokens_before = 0
     if resume_from:
-        tokens_before = json.loads((Path(resume_from) / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
+        tokens_before = read_json(Path(resume_from) / "trainer_state.json", "trainer state").get("num_input_tokens_seen", 0)
     started = time.monotonic()
     try:
         output = trainer.train(resume_from_checkpoint=resume_from)
@@ -181,7 +181,7 @@ def run_training(
         "cost": price_run(wall, config.cost_instance, costs_file,
                           gpus_used=trainer.args.world_size if torch.cuda.is_available() else 0),
     }
-    (output_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    write_json_atomic(output_dir / "manifest.json", manifest)
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     (output_dir / "ladder.json").unlink(missing_ok=True)
     log(f"adapter written to {output_dir}: loss {manifest['metrics']['loss_curve'][:1]} -> "

@@ -6,7 +6,6 @@ adapter learns to stop where the server stops.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,19 +13,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
 
 from qlora.modeling.chat_template import EOT, PAD
+from qlora.core.io import read_records
 from qlora.training.config import QLoRAConfig
 
 
 def read_messages_jsonl(path: Path) -> list[dict]:
     """Rows of ``{"messages": [...]}``; a bad line fails naming file, line and field."""
     rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} line {number}: not JSON ({exc.msg})") from None
+    for number, row in read_records(path, "jsonl"):  # a line that is not JSON fails naming file:line
         messages = row.get("messages") if isinstance(row, dict) else None
         if not isinstance(messages, list) or not messages:
             raise ValueError(f"{path} line {number}: field `messages` must be a non-empty list")

@@ -13,7 +13,7 @@ from qlora_assets.data.checks import CLEANED_CHECKS, RAW_CHECKS, SPLIT_CHECKS, c
 from qlora.data.config import load_data_config
 from qlora.data.measure import load_base_tokenizer
 from qlora.data.reader import count_domain, data_files
-from qlora.data.store import store_cleaned, store_raw, store_split
+from qlora.data.store import store_cleaned, store_raw, store_split, stored_raw_per_file
 from qlora_assets.partitions import domain_partitions
 from qlora.core.paths import paths
 from resources.warehouse import WarehouseResource
@@ -26,13 +26,16 @@ def _table(frame: pd.DataFrame) -> dg.MetadataValue:
 def _content_hash(folder) -> str:
     digest = hashlib.sha256()
     for path in data_files(folder):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        try:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        except OSError as err:  # the reader quarantines it as `unreadable`; the version still changes
+            digest.update(path.name.encode() + b"\0" + str(err.errno).encode())
     return digest.hexdigest()[:16]
 
 
 @dg.asset(
     partitions_def=domain_partitions, group_name="data", kinds={"python", "duckdb"},
-    description="Every row of data/training/<domain>/ as read, with source file, line and licence.",
+    description="Every row of data/training/<domain>/ as read (PII masked), with source file, line and licence.",
     check_specs=specs("raw_instructions", RAW_CHECKS),
 )
 def raw_instructions(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -42,11 +45,7 @@ def raw_instructions(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         raise dg.Failure(f"no data folder for domain {domain!r}: expected {folder}")
     wh = warehouse.get()
     read = store_raw(wh, domain, folder)
-    stored = wh.query(
-        "select source_file, count(*) as n from raw_instructions where domain = ? group by 1 union all "
-        "select source_file, count(*) from quarantine where stage_domain = ? group by 1", [domain, f"raw:{domain}"]
-    )
-    read_per_file = stored.groupby("source_file")["n"].sum() if not stored.empty else pd.Series(dtype=int)
+    read_per_file = stored_raw_per_file(wh, domain)
     counted = count_domain(folder)
     per_file = pd.DataFrame({
         "source_file": list(counted),
@@ -84,6 +83,7 @@ def cleaned_dataset(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     verdicts = [
         schemas.duplicates(kept, stats, rules), schemas.token_lengths(kept, rules, stats["tokenizer"]),
         schemas.pii_residual(kept), schemas.licences(kept, rules), schemas.target_language(kept, stats, rules),
+        schemas.has_rows(kept, stats["rows_read"]),
     ]
     acc = result.accounting()
     accounting = pd.DataFrame(

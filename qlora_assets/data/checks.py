@@ -17,6 +17,7 @@ CLEANED_CHECKS = {
     "pii_residual": "0 PII left, by an independent re-scan (seed checklist)",
     "licences_allowed": "every row under a licence allowed for the domain (seed checklist)",
     "target_language": "target language share >= 95% (seed checklist)",
+    "has_rows": "at least one row kept (with none, the checks above pass vacuously)",
 }
 SPLIT_CHECKS = {"no_contamination": "no eval row's normalised prompt hash in train"}
 

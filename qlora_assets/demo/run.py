@@ -17,7 +17,7 @@ from qlora.core.warehouse import Warehouse
 
 
 def _instance() -> dg.DagsterInstance:
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(paths().home / "dagster_home")))
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(paths().dagster_home)))
     home.mkdir(parents=True, exist_ok=True)
     return dg.DagsterInstance.get()
 

@@ -4,6 +4,7 @@ import math
 
 import dagster as dg
 
+from qlora.core.io import read_json
 from qlora.modeling.base_model import read_fingerprint
 from qlora_assets.partitions import domain_partitions
 from qlora.core.paths import paths
@@ -47,7 +48,7 @@ def qlora_adapter(
     data = export_training_data(warehouse.get(), domain)
     key = run_key(data["data_version"], config.config_hash(), base["fingerprint"])
     version = new_version(key)
-    work_dir = paths().home / "runs" / domain / key
+    work_dir = paths().runs / domain / key
     context.log.info(f"training {domain} v{version}: {data['train_rows']} rows, config {config_file.name}, work {work_dir}")
     args = ["--config", str(config_file), "--data", str(data["train"]), "--output", str(work_dir),
             "--base", base["model_path"],
@@ -56,7 +57,7 @@ def qlora_adapter(
         args += ["--eval-data", str(data["eval"])]
     reported = trainer.run(context, args, extras={"domain": domain, "version": version}).get_materialize_result()
     target = publish_adapter(work_dir, domain, version, warehouse.get())
-    manifest = json.loads((target / "manifest.json").read_text())
+    manifest = read_json(target / "manifest.json", "adapter manifest")
     # The version is the data version: eval, gate and deploy act on it through lineage (qlora_assets/lineage.py).
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),

@@ -66,7 +66,7 @@ def count(env, table: str, domain: str, extra: str = "") -> int:
 def test_three_assets_materialise_with_every_check_passing(env):
     ok, checks, done = materialise("legal-ko")
     assert ok and done == {"raw_instructions", "cleaned_dataset", "train_eval_split"}
-    assert len(checks) == 7 and all(checks.values()), checks
+    assert len(checks) == 8 and all(checks.values()), checks
     raw, kept = count(env, "raw_instructions", "legal-ko"), count(env, "cleaned_dataset", "legal-ko")
     raw_q = count(env, "quarantine", "legal-ko", "and stage = 'raw'")
     clean_q = count(env, "quarantine", "legal-ko", "and stage = 'cleaned'")
@@ -118,3 +118,32 @@ def test_planted_bad_data_fails_the_blocking_checks_and_stops_the_split(env):
     failed = {name for (_, name), passed in checks.items() if not passed}
     assert failed == {"duplicates", "target_language", "pii_residual"}
     assert "train_eval_split" not in done
+
+
+def test_a_symlink_in_a_domain_folder_is_quarantined_and_the_raw_check_still_balances(env):
+    folder = env / "data/training/linked-ko"
+    folder.mkdir()
+    shutil.copy(env / "data/training/legal-ko/alpaca.jsonl", folder / "alpaca.jsonl")
+    outside = env / "outside.jsonl"
+    outside.write_text(json.dumps({"instruction": "OUTSIDE " * 5, "output": "never read"}) + "\n")
+    (folder / "outside.jsonl").symlink_to(outside)
+    ok, checks, done = materialise("linked-ko", [raw_instructions])
+    assert ok and checks == {("raw_instructions", "rows_accounted"): True}
+    links = warehouse(env).query("select source_file, line from quarantine where domain = 'linked-ko' "
+                                 "and reason = 'symlink_not_followed'")
+    assert links.to_dict("records") == [{"source_file": "outside.jsonl", "line": 0}]
+    assert count(env, "raw_instructions", "linked-ko", "and messages_json like '%OUTSIDE%'") == 0
+
+
+def test_a_partition_key_off_the_slug_rule_fails_naming_it(env):
+    folder = env / "data/training/Bad_Name"
+    folder.mkdir()
+    shutil.copy(env / "data/training/legal-ko/alpaca.jsonl", folder / "alpaca.jsonl")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("domain", ["Bad_Name"])
+        result = dg.materialize([raw_instructions], partition_key="Bad_Name", instance=instance,
+                                resources={"warehouse": WarehouseResource()}, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "'Bad_Name' is not allowed" in str(failure.event_specific_data.error)
+    folder.rename(env / "data/training/.bad-name-parked")  # the other tests discover domains here

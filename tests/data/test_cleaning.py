@@ -24,6 +24,7 @@ from qlora.core.paths import paths
     ("주민번호 900101-1234567 확인", "주민번호 [RRN] 확인"),
     ("카드 4111 1111 1111 1111 결제", "카드 [CARD] 결제"),
     ("카드 5500-0000-0000-0004 결제", "카드 [CARD] 결제"),
+    ("번호 800 900101-1234567 확인", "번호 800 [RRN] 확인"),  # inside a longer digit run (found by fuzzing)
 ])
 def test_pii_is_masked(text, masked):
     assert mask_pii(text)[0] == masked

@@ -43,3 +43,16 @@ def test_sample_data_is_deterministic(tmp_path):
     for path in generated:
         if path.suffix in (".json", ".jsonl", ".license"):
             assert (tmp_path / path.relative_to(REPO / "data")).read_bytes() == path.read_bytes(), path
+
+
+def test_a_10000_deep_row_is_quarantined_and_an_empty_result_fails_only_has_rows(tmp_path):
+    folder = tmp_path / "deep-ko"
+    folder.mkdir()
+    (folder / "rows.jsonl").write_text("[" * 10_000 + "]" * 10_000 + "\n{broken\n")
+    done = runner.invoke(app, ["validate-data", "--input", str(folder), "--domain", "legal-ko", "--json"])
+    assert done.exit_code == 1, done.output
+    report = json.loads(done.output)
+    assert report["accounting"]["quarantined"] == {"too_deep": 1, "malformed_json": 1}
+    assert report["accounting"]["balanced"] and report["accounting"]["kept"] == 0
+    failed = {c["check"] for c in report["checks"] if not c["passed"]}
+    assert failed == {"has_rows"}  # pii_residual passes on 0 rows: an empty set has no residual PII

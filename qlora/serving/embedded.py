@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from qlora.serving.aliases import AliasTable
+from qlora.serving.arms import ArmRouting
 from qlora.serving.config import EmbeddedConfig
 from qlora.serving.engine import BatchingEngine
 from qlora.serving.model_store import ModelStore
@@ -108,8 +109,9 @@ def start_embedded(
         backend_sock = _bind(config.backend_host, config.backend_port)
         servers.append(_serve(create_app(backend), backend_sock, "qlora-embedded-server"))
         backend_url = f"http://{config.backend_host}:{backend_sock.getsockname()[1]}"
-        router = Router(backend_url, api_key, AliasTable(state / "aliases.json"), root,
-                        timeout_s=config.router.request_timeout_s, loaded=LoadedAdapters(state / "adapters.json"))
+        aliases = AliasTable(state / "aliases.json")
+        router = Router(backend_url, api_key, aliases, root, timeout_s=config.router.request_timeout_s,
+                        loaded=LoadedAdapters(state / "adapters.json"), arm_routing=ArmRouting.in_state_dir(state, aliases))
         router_sock = _bind(host, port)
         servers.append(_serve(create_router_app(router), router_sock, "qlora-router"))
     except BaseException:

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from qlora.serving import protocol as p
 from qlora.serving.aliases import AliasTable
+from qlora.serving.arms import ArmRouting, StreamSniffer, answer_of
+from qlora.serving.feedback_routes import DEFAULT_TTL_S, add_feedback_routes
 from qlora.serving.metrics import RouterMetrics
 from qlora.serving.router_admin import add_admin_routes, restore_adapters
 from qlora.serving.state_files import LoadedAdapters
@@ -29,7 +32,8 @@ UNKNOWN_MODEL = "unknown_model"  # the adapter label of requests for a model the
 class Router:
     def __init__(self, backend_url: str, api_key: str, aliases: AliasTable, adapters_root: Path,
                  backend_api_key: str | None = None, timeout_s: float = 300.0, max_lora_rank: int | None = None,
-                 loaded: LoadedAdapters | None = None):
+                 loaded: LoadedAdapters | None = None, arm_routing: ArmRouting | None = None,
+                 feedback_ttl_s: float = DEFAULT_TTL_S):
         if not api_key:
             raise ValueError("the router needs an API key for its admin routes")
         self.backend_url = backend_url.rstrip("/")
@@ -41,6 +45,8 @@ class Router:
         self.max_lora_rank = max_lora_rank  # set in front of vLLM: refuse early, naming why
         self.loaded = loaded  # adapters to load again after a backend restart
         self.metrics = RouterMetrics()
+        self.arm_routing = arm_routing  # A/B arms + the response journal that /v1/feedback checks ids against
+        self.feedback_ttl_s = feedback_ttl_s
         self.http: httpx.AsyncClient | None = None
         self.base_model = ""
 
@@ -57,6 +63,20 @@ class Router:
 
     async def forward(self, path: str, payload: dict) -> httpx.Response:
         return await self.http.post(path, json=payload)
+
+    def choose_target(self, requested: str, body: dict, request: Request) -> tuple[str, str, str, str]:
+        """(versioned target, arm, experiment id, user hash): sticky arms for an alias in an experiment."""
+        if self.arm_routing is None:
+            return self.aliases.resolve(requested), "", "", ""
+        client = request.client.host if request.client else None
+        return self.arm_routing.choose(requested, body, request.headers, client)
+
+    async def journal(self, response_id: str, requested: str, target: str, ab: tuple[str, str, str],
+                      latency_s: float, status: int, tokens: int, body: dict, answer: str) -> None:
+        """Bind the completion id to its arm and version (fsync'd) before the client can rate it."""
+        if self.arm_routing is not None and (status == 200 or ab[0]):
+            await run_in_threadpool(self.arm_routing.record, response_id, requested, target, *ab, latency_s,
+                                    status, tokens, body.get("messages", body.get("prompt")), answer)
 
 
 def create_router_app(router: Router) -> FastAPI:
@@ -127,31 +147,39 @@ def create_router_app(router: Router) -> FastAPI:
             router.metrics.observe(router.base_model, "unparsed", request_type, time.perf_counter() - started, 400)
             return p.error_response(f"Malformed request body: {exc}", 400, "BadRequestError")
         requested = body["model"]
-        body["model"] = target = router.aliases.resolve(requested)
+        target, *ab = router.choose_target(requested, body, request)
+        body["model"] = target
         # A version the router chose keeps its label even on a 404 (an evicted canary must show as errors
         # of that version); a name a client made up becomes one shared label, not a new series.
         error_label = target if target != requested else UNKNOWN_MODEL
         if body.get("stream"):
-            return await _stream(body, target, error_label, request_type, started, request.url.path)
+            return await _stream(body, requested, target, ab, error_label, request_type, started, request.url.path)
         router.metrics.request_started(target)  # what a deploy's drain waits on before an unload
         try:
             response = await router.forward(request.url.path, body)
         except httpx.TimeoutException:
-            router.metrics.observe(router.base_model, target, request_type, time.perf_counter() - started, None)
+            router.metrics.observe(router.base_model, target, request_type, time.perf_counter() - started, None,
+                                   arm=ab[0])
+            await router.journal("", requested, target, ab, time.perf_counter() - started, 504, 0, body, "")
             return p.error_response(f"backend timed out after {router.timeout_s}s", 504, "Timeout")
         finally:
             router.metrics.request_finished(target)
-        tokens = 0
+        tokens, response_id, answer = 0, "", ""
         if response.status_code == 200:
-            tokens = (response.json().get("usage") or {}).get("completion_tokens", 0)
+            answered = response.json()
+            tokens = (answered.get("usage") or {}).get("completion_tokens", 0)
+            response_id, answer = answered.get("id", ""), answer_of(answered)
         elif response.status_code == 404:
             target = error_label
-        router.metrics.observe(router.base_model, target, request_type, time.perf_counter() - started,
-                               response.status_code, tokens)
+        latency = time.perf_counter() - started
+        router.metrics.observe(router.base_model, target, request_type, latency, response.status_code, tokens,
+                               arm=ab[0])
+        await router.journal(response_id, requested, target, ab, latency, response.status_code, tokens, body, answer)
         return Response(response.content, status_code=response.status_code,
                         media_type=response.headers.get("content-type"))
 
-    async def _stream(body: dict, target: str, error_label: str, request_type: str, started: float, path: str):
+    async def _stream(body: dict, requested: str, target: str, ab: list, error_label: str, request_type: str,
+                      started: float, path: str):
         router.metrics.request_started(target)
         try:
             upstream = await router.http.send(router.http.build_request("POST", path, json=body), stream=True)
@@ -164,17 +192,24 @@ def create_router_app(router: Router) -> FastAPI:
             router.metrics.request_finished(target)
             label = error_label if upstream.status_code == 404 else target
             router.metrics.observe(router.base_model, label, request_type, time.perf_counter() - started,
-                                   upstream.status_code)
+                                   upstream.status_code, arm=ab[0])
+            await router.journal("", requested, target, ab, time.perf_counter() - started, upstream.status_code, 0,
+                                 body, "")
             return Response(content, status_code=upstream.status_code, media_type="application/json")
 
         async def relay():
+            sniffer = StreamSniffer()  # the completion id and text, for the journal
             try:
                 async for piece in upstream.aiter_raw():
+                    sniffer.feed(piece)
                     yield piece
             finally:
                 await upstream.aclose()
                 router.metrics.request_finished(target)
-                router.metrics.observe(router.base_model, target, request_type, time.perf_counter() - started, 200)
+                latency = time.perf_counter() - started
+                router.metrics.observe(router.base_model, target, request_type, latency, 200, arm=ab[0])
+                await router.journal(sniffer.response_id, requested, target, ab, latency, 200,
+                                     sniffer.completion_tokens, body, sniffer.text)
 
         return StreamingResponse(relay(), media_type="text/event-stream")
 
@@ -182,5 +217,6 @@ def create_router_app(router: Router) -> FastAPI:
         app.add_api_route(route, infer, methods=["POST"])
 
     add_admin_routes(app, router)
+    add_feedback_routes(app, router)
     return app
 

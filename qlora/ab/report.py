@@ -97,7 +97,8 @@ def _arm_numbers(arm: str, version: str, rows: pd.DataFrame, ratings: pd.DataFra
     if rows.empty:
         return numbers
     ok = rows[rows["status"] == 200]
-    numbers.errors = int(((rows["status"] >= 500) | (rows["status"] == 0)).sum())
+    # 5xx, timeouts, and 404: the router chose this version, so "not found" means the version went missing.
+    numbers.errors = int(((rows["status"] >= 500) | rows["status"].isin([0, 404])).sum())
     if not ok.empty:
         numbers.latency_p50_ms = float(np.percentile(ok["latency_ms"], 50))
         numbers.latency_p95_ms = float(np.percentile(ok["latency_ms"], 95))

@@ -6,6 +6,7 @@ Definitions object at this module's scope.)
 """
 import dagster as dg
 
+from qlora_assets.ab import defs as ab_area
 from qlora_assets.automation.conditions import apply_automation_conditions
 from qlora_assets.automation import defs as automation_area
 from qlora_assets.data import defs as data_area
@@ -25,6 +26,7 @@ defs = apply_automation_conditions(
         training_area.defs,
         evaluation_area.defs,
         deploy_area.defs,
+        ab_area.defs,
         automation_area.defs,
         # Shared by several areas; the prod profile swaps serving for VllmServingResource.
         dg.Definitions(resources={"warehouse": WarehouseResource(), "serving": EmbeddedServingResource()}),

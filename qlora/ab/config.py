@@ -45,6 +45,7 @@ class ABConfig(BaseModel):
     thumbs_up_min_score: int = Field(4, ge=1, le=5, description="a 1..5 score at or above this counts as up")
     max_duration_hours: float = Field(168, gt=0, description="an experiment ends (reject) after this long")
     feedback_ttl_hours: float = Field(168, gt=0, description="feedback on older responses is refused")
+    look_interval_minutes: float = Field(30, gt=0, description="how often the sensor evaluates a running experiment")
     required_for_domains: list[str] = Field(default_factory=list, description="production needs a promote")
     guardrails: Guardrails = Field(default_factory=Guardrails)
 

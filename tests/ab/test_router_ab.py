@@ -175,3 +175,51 @@ def test_promote_goes_through_the_canary_and_the_guard_requires_it(live):
     assert has_promote_decision(live.warehouse, DOMAIN, "v2")
     assert promotion_verdict(live.warehouse, DOMAIN, "v2", required)[0]
     assert not promotion_verdict(live.warehouse, DOMAIN, "v3", required)[0]
+
+
+def test_assets_cli_and_sensor_over_the_same_library(live, monkeypatch):
+    import dagster as dg
+    from typer.testing import CliRunner
+
+    from qlora.cli import app
+    from qlora_assets.ab.assets import PROMOTION_CHECK, ab_decision, online_report
+    from qlora_assets.ab.sensors import evaluation_requests
+    from resources.serving import VllmServingResource
+    from resources.warehouse import WarehouseResource
+
+    runner = CliRunner()
+    monkeypatch.setattr("qlora.ab.cli._warehouse", lambda: live.warehouse)  # the module's own warehouse file
+    monkeypatch.setenv("QLORA_AB_TEST_KEY", API_KEY)
+    with live.client() as client:
+        current = client.get_alias(DOMAIN)
+        control = max(current, key=current.get).split("@", 1)[1]
+        candidate = "v3" if control != "v3" else "v2"
+        experiment = lifecycle.start(client, live.warehouse, CONFIG, live.ref(DOMAIN, candidate))
+    try:
+        [request] = evaluation_requests(live.warehouse, 1000.0, 60)
+        assert request.partition_key == DOMAIN and request.run_key == f"{experiment.experiment_id}:16"
+        assert evaluation_requests(live.warehouse, 1001.0, 60)[0].run_key == request.run_key  # same interval
+        status = runner.invoke(app, ["ab", "status", "--domain", DOMAIN])
+        assert experiment.experiment_id in status.output
+        answer = chat(live, "cli-user")
+        sent = runner.invoke(app, ["feedback", answer["id"], "--up", "--server", live.handle.url])
+        assert sent.exit_code == 0 and '"accepted":true' in sent.output.replace(" ", "")
+        assert runner.invoke(app, ["feedback", "nope", "--up", "--server", live.handle.url]).exit_code == 1
+        side_by_side(live, "control", 20, experiment)
+        resources = {"serving": VllmServingResource(url=live.handle.url, api_key_env="QLORA_AB_TEST_KEY"),
+                     "warehouse": WarehouseResource(path=str(live.warehouse.path))}
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions("domain", [DOMAIN])
+            result = dg.materialize([online_report, ab_decision], partition_key=DOMAIN, resources=resources,
+                                    instance=instance)
+        assert result.success
+        decided = result.asset_materializations_for_node("ab_decision")[0].metadata
+        assert decided["action"].value == REJECT
+        [check] = result.get_asset_check_evaluations()
+        assert check.check_name == PROMOTION_CHECK and check.passed
+        report = result.asset_materializations_for_node("online_report")[0].metadata
+        assert "Win rate of the candidate" in report["report"].value
+    finally:
+        with live.client() as client:
+            lifecycle.stop(client, live.warehouse, DOMAIN)
+    assert evaluation_requests(live.warehouse, 1000.0, 60) == []

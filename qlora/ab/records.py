@@ -78,7 +78,8 @@ def has_promote_decision(warehouse: Warehouse, domain: str, version: str) -> boo
 
 
 def ingest_journal(warehouse: Warehouse, responses: list[dict], feedback: list[dict]) -> tuple[int, int]:
-    """Add rows not yet held (by response id / feedback identity): re-ingesting is harmless."""
+    """Add rows not yet held (by response id / feedback identity) in one transaction, so two looks
+    ingesting at once (several domains' sensor runs) never store a row twice; re-ingesting is harmless."""
     added = []
     for table, rows, key in ((RESPONSES, responses, ["response_id"]),
                              (FEEDBACK, feedback, ["response_id", "other_response_id", "kind", "created_at"])):
@@ -86,15 +87,26 @@ def ingest_journal(warehouse: Warehouse, responses: list[dict], feedback: list[d
         if frame.empty:
             added.append(0)
             continue
-        held = warehouse.query(f"select {', '.join(key)} from {table}")
-        if not held.empty:
-            merged = frame.merge(held.drop_duplicates(), on=key, how="left", indicator=True)
-            frame = frame[(merged["_merge"] == "left_only").to_numpy()]
         if table == FEEDBACK:
             frame = frame.astype({"score": "Int64"})  # all-null in a page of thumbs: keep the column an integer
-        if not frame.empty:
-            warehouse.append(table, frame)
-        added.append(len(frame))
+        frame = frame.drop_duplicates(subset=key)
+        match = " and ".join(f't."{k}" = i."{k}"' for k in key)
+        with warehouse.connect() as con:
+            con.register("incoming", frame)
+            try:
+                con.execute("begin transaction")
+                if not warehouse.table_exists(con, table):
+                    con.execute(f'create table "{table}" as select * from incoming limit 0')
+                before = con.execute(f'select count(*) from "{table}"').fetchone()[0]
+                con.execute(f'insert into "{table}" by name select * from incoming i '
+                            f'where not exists (select 1 from "{table}" t where {match})')
+                added.append(con.execute(f'select count(*) from "{table}"').fetchone()[0] - before)
+                con.execute("commit")
+            except Exception:
+                con.execute("rollback")
+                raise
+            finally:
+                con.unregister("incoming")
     return added[0], added[1]
 
 

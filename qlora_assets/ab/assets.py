@@ -37,6 +37,10 @@ def ab_experiment(context: dg.AssetExecutionContext, serving: ServingResource,
         return dg.MaterializeResult(metadata={"started": False, "experiment_id": running.experiment_id,
                                               "reason": f"experiment {running.experiment_id} still runs",
                                               "candidate": running.candidate, "planned_sample": running.planned})
+    if domain not in config.required_for_domains:
+        # Opt-in per domain: elsewhere deployed_adapter deploys on the gate alone (`qlora ab start` still works).
+        return dg.MaterializeResult(metadata={"started": False, "reason": f"{domain} is not in required_for_domains "
+                                              "of configs/ab.yaml", "planned_sample": plan.total})
     candidate = latest_adapter(store, domain)
     client = serving.client()
     gate_ok, why = gate_verdict(store, domain, candidate.version)

@@ -88,6 +88,15 @@ def test_feedback_accepts_only_ids_the_router_issued(live, experiment):
         router.feedback_ttl_s = saved
 
 
+def test_a_streamed_answer_is_journaled_and_can_be_rated(live, experiment):
+    body = {"model": DOMAIN, "messages": HI, "max_tokens": 3, "stream": True, "user": "streamer"}
+    with httpx.stream("POST", f"{live.handle.url}/v1/chat/completions", json=body, timeout=60) as response:
+        chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    response_id = chunks[0]["id"]
+    assert feedback(live, {"response_id": response_id, "rating": "up"}).status_code == 200
+    assert chunks[0]["model"] == chat(live, "streamer")["model"]  # the same sticky arm as unstreamed
+
+
 def test_feedback_and_arm_metrics(live, experiment):
     answer = chat(live, "metric-user")
     feedback(live, {"response_id": answer["id"], "rating": "down"})

@@ -179,6 +179,11 @@ class Simulation:
             if f"{domain}@v1" not in {c["id"] for c in client.models()}:
                 client.load_adapter(f"{domain}@v1", str(self.adapters / domain / "v1"))
             client.set_alias(domain, {f"{domain}@v1": 1.0})
+        from qlora.evaluation.decisions import latest_gate_decision, record_gate_decision
+        from qlora.evaluation.gate import GateDecision, GateVerdict
+
+        if latest_gate_decision(self.warehouse, domain, "v2") is None:  # only gate-passed versions go live
+            record_gate_decision(self.warehouse, GateDecision(domain, "v2", [GateVerdict("rouge_l", 0.9, ">= 0.65", "pass", "")]))
         return AdapterRef(domain, "v2", str(self.adapters / domain / "v2"))
 
     def chat(self, domain: str, user: str, pair_of: str | None = None) -> dict:

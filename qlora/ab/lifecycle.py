@@ -26,6 +26,7 @@ from qlora.ab.sample_size import plan_sample
 from qlora.core.adapters import AdapterRef
 from qlora.core.warehouse import Warehouse
 from qlora.deploy.serving_state import ServingState
+from qlora.evaluation.decisions import latest_gate_decision
 
 
 class ExperimentError(RuntimeError):
@@ -42,6 +43,10 @@ class Look:
 
 def start(client, warehouse: Warehouse, config: ABConfig, candidate: AdapterRef) -> ExperimentRecord:
     domain = candidate.domain
+    gate = latest_gate_decision(warehouse, domain, candidate.version)
+    if gate is None or not gate.passed:
+        raise ExperimentError(f"{candidate.served_name} has no passing gate decision: only a version that passed "
+                              "the offline gate goes on live traffic")
     if running := running_experiment(warehouse, domain):
         raise ExperimentError(f"{domain} already runs experiment {running.experiment_id} ({running.candidate}); "
                               f"one experiment per domain: `qlora ab stop --domain {domain}` first")

@@ -10,7 +10,7 @@ from qlora.ab.sample_size import plan_sample
 from qlora.core.adapters import latest_adapter, version_of
 from qlora.deploy.config import load_deploy_config
 from qlora.deploy.deployer import Deployer
-from qlora.deploy.gate_check import gate_verdict
+from qlora.evaluation.decisions import latest_gate_decision
 from qlora.deploy.serving_state import ServingState
 from qlora.deploy.smoke import golden_prompts
 from qlora.core.paths import paths
@@ -43,10 +43,10 @@ def ab_experiment(context: dg.AssetExecutionContext, serving: ServingResource,
                                               "of configs/ab.yaml", "planned_sample": plan.total})
     candidate = latest_adapter(store, domain)
     client = serving.client()
-    gate_ok, why = gate_verdict(store, domain, candidate.version)
+    gate = latest_gate_decision(store, domain, candidate.version)  # the gate alone: the A/B is what comes next
     production = ServingState(client, store).serving(domain)
-    if not gate_ok or production is None or production.name == candidate.served_name:
-        reason = why if not gate_ok else ("nothing serves the domain yet" if production is None
+    if gate is None or not gate.passed or production is None or production.name == candidate.served_name:
+        reason = f"{candidate.served_name}: no passing gate decision" if gate is None or not gate.passed else ("nothing serves the domain yet" if production is None
                                           else f"{candidate.served_name} already serves production")
         return dg.MaterializeResult(metadata={"started": False, "reason": reason, "candidate": candidate.served_name})
     record = lifecycle.start(client, store, config, candidate)

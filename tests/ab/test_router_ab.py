@@ -232,3 +232,44 @@ def test_assets_cli_and_sensor_over_the_same_library(live, monkeypatch):
         with live.client() as client:
             lifecycle.stop(client, live.warehouse, DOMAIN)
     assert evaluation_requests(live.warehouse, 1000.0, 60) == []
+
+
+def test_ab_experiment_asset_starts_one_experiment_after_a_gate_pass(live, monkeypatch, tmp_path):
+    import dagster as dg
+    import pandas as pd
+    import yaml
+
+    from qlora_assets.ab.assets import ab_experiment
+    from resources.serving import VllmServingResource
+    from resources.warehouse import WarehouseResource
+
+    (tmp_path / "ab.yaml").write_text(yaml.safe_dump({**CONFIG.model_dump(mode="json"), "required_for_domains": [DOMAIN]}))
+    monkeypatch.setenv("QLORA_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("QLORA_AB_TEST_KEY", API_KEY)
+    with live.client() as client:
+        current = client.get_alias(DOMAIN)
+    production = max(current, key=current.get)
+    newest = "v3" if production != f"{DOMAIN}@v3" else "v2"
+    live.warehouse.append("adapters", pd.DataFrame([{"domain": DOMAIN, "version": newest,
+                                                     "path": str(live.ref(DOMAIN, newest).path), "manifest_json": "{}",
+                                                     "created_at": pd.Timestamp.now(tz="UTC")}]))
+    resources = {"serving": VllmServingResource(url=live.handle.url, api_key_env="QLORA_AB_TEST_KEY"),
+                 "warehouse": WarehouseResource(path=str(live.warehouse.path))}
+    try:
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions("domain", [DOMAIN])
+            first = dg.materialize([ab_experiment], partition_key=DOMAIN, resources=resources, instance=instance)
+            again = dg.materialize([ab_experiment], partition_key=DOMAIN, resources=resources, instance=instance)
+        started = first.asset_materializations_for_node("ab_experiment")[0].metadata
+        assert started["started"].value is True and started["planned_sample"].value == 20
+        assert started["control"].value == production and started["candidate"].value == f"{DOMAIN}@{newest}"
+        waited = again.asset_materializations_for_node("ab_experiment")[0].metadata
+        assert waited["started"].value is False and "still runs" in waited["reason"].value
+        # While it runs, the deploy path refuses to move production (the weekly cycle's deploy waits).
+        from qlora.deploy.gate_check import gate_verdict
+
+        allowed, why = gate_verdict(live.warehouse, DOMAIN, newest)
+        assert not allowed and "runs A/B experiment" in why
+    finally:
+        with live.client() as client:
+            lifecycle.stop(client, live.warehouse, DOMAIN)

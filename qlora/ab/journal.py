@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ create table if not exists feedback (
   response_id text not null, other_response_id text not null, kind text not null,
   rating text not null, score integer, preferred_response_id text not null, created_at real not null);
 create index if not exists feedback_response on feedback(response_id);
+create table if not exists meta (key text primary key, value text not null);
 """
 RESPONSE_COLUMNS = ("seq", "response_id", "alias", "served", "arm", "experiment_id", "user_hash", "created_at",
                     "latency_ms", "status", "completion_tokens", "prompt_json", "answer")
@@ -73,6 +75,10 @@ class Journal:
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=full")
         self._db.executescript(SCHEMA)
+        self._db.execute("insert or ignore into meta values ('journal_id', ?)", (uuid.uuid4().hex,))
+        # Names this file: a journal created anew (state dir wiped) restarts its seq, and the
+        # warehouse must not take its rows for ones it already holds.
+        self.journal_id = self._db.execute("select value from meta where key = 'journal_id'").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:

@@ -86,7 +86,7 @@ def sync_journal(client, warehouse: Warehouse) -> tuple[int, int]:
     """Pull the router's journal rows the warehouse does not hold yet."""
     api = ABRouterApi(client)
     try:
-        after = held_seq(warehouse)
+        after = held_seq(warehouse, api.journal_id())
         return ingest_journal(warehouse, api.journal("responses", after[0]), api.journal("feedback", after[1]))
     finally:
         api.close()

@@ -110,11 +110,11 @@ def ingest_journal(warehouse: Warehouse, responses: list[dict], feedback: list[d
     return added[0], added[1]
 
 
-def held_seq(warehouse: Warehouse) -> tuple[int, int]:
-    """The router journal's last seq already held, per table (0 when empty): the next page starts after it."""
+def held_seq(warehouse: Warehouse, journal_id: str) -> tuple[int, int]:
+    """The last seq already held from this journal, per table (0 when none): the next page starts after it."""
     out = []
     for table in (RESPONSES, FEEDBACK):
-        frame = warehouse.query(f"select coalesce(max(seq), 0) as s from {table}")
+        frame = warehouse.query(f"select coalesce(max(seq), 0) as s from {table} where journal_id = ?", [journal_id])
         out.append(0 if frame.empty else int(frame.iloc[0]["s"]))
     return out[0], out[1]
 

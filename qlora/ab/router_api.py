@@ -39,12 +39,16 @@ class ABRouterApi:
     def running(self) -> dict:
         return self._call("GET", "/admin/experiments")["experiments"]
 
+    def journal_id(self) -> str:
+        return self._call("GET", "/admin/journal/responses", params={"after": 0, "limit": 0})["journal_id"]
+
     def journal(self, table: str, after: int, page: int = 5000) -> list[dict]:
-        """Every row of ``responses`` or ``feedback`` with seq > after, page by page."""
+        """Every row of ``responses`` or ``feedback`` with seq > after, page by page, tagged with the journal's id."""
         rows: list[dict] = []
         while True:
-            batch = self._call("GET", f"/admin/journal/{table}", params={"after": after, "limit": page})["rows"]
-            rows.extend(batch)
+            answer = self._call("GET", f"/admin/journal/{table}", params={"after": after, "limit": page})
+            batch = answer["rows"]
+            rows.extend({**row, "journal_id": answer["journal_id"]} for row in batch)
             if len(batch) < page:
                 return rows
             after = batch[-1]["seq"]

@@ -126,8 +126,12 @@ def add_feedback_routes(app: FastAPI, router) -> None:
 
     @app.get("/admin/journal/responses")
     async def journal_responses(after: int = 0, limit: int = 5000):
-        return {"rows": await run_in_threadpool(router.arm_routing.journal.responses_after, after, min(limit, 20000))}
+        journal = router.arm_routing.journal
+        return {"journal_id": journal.journal_id,
+                "rows": await run_in_threadpool(journal.responses_after, after, min(limit, 20000))}
 
     @app.get("/admin/journal/feedback")
     async def journal_feedback(after: int = 0, limit: int = 5000):
-        return {"rows": await run_in_threadpool(router.arm_routing.journal.feedback_after, after, min(limit, 20000))}
+        journal = router.arm_routing.journal
+        return {"journal_id": journal.journal_id,
+                "rows": await run_in_threadpool(journal.feedback_after, after, min(limit, 20000))}

@@ -168,6 +168,7 @@ def test_guardrail_rejects_a_failing_candidate(live, experiment):
     assert alias == {experiment.control: 1.0} and answered_by == experiment.control
 
 
+@pytest.mark.slow  # a canary deploy / two Dagster runs on a real server: ~30-55 s on 2 shared cores
 def test_promote_goes_through_the_canary_and_the_guard_requires_it(live):
     required = CONFIG.model_copy(update={"required_for_domains": [DOMAIN]})
     assert not promotion_verdict(live.warehouse, DOMAIN, "v2", required)[0]
@@ -186,6 +187,7 @@ def test_promote_goes_through_the_canary_and_the_guard_requires_it(live):
     assert not promotion_verdict(live.warehouse, DOMAIN, "v3", required)[0]
 
 
+@pytest.mark.slow  # a canary deploy / two Dagster runs on a real server: ~30-55 s on 2 shared cores
 def test_assets_cli_and_sensor_over_the_same_library(live, monkeypatch):
     import dagster as dg
     from typer.testing import CliRunner

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from qlora.serving.router_admin import add_admin_routes, restore_adapters
 from qlora.serving.state_files import LoadedAdapters
 
 INFERENCE_ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
+log = logging.getLogger(__name__)
 UNKNOWN_MODEL = "unknown_model"  # the adapter label of requests for a model the backend does not serve
 
 
@@ -74,9 +76,13 @@ class Router:
     async def journal(self, response_id: str, requested: str, target: str, ab: tuple[str, str, str],
                       latency_s: float, status: int, tokens: int, body: dict, answer: str) -> None:
         """Bind the completion id to its arm and version (fsync'd) before the client can rate it."""
-        if self.arm_routing is not None and (status == 200 or ab[0]):
+        if self.arm_routing is None or not (status == 200 or ab[0]):
+            return
+        try:
             await run_in_threadpool(self.arm_routing.record, response_id, requested, target, *ab, latency_s,
                                     status, tokens, body.get("messages", body.get("prompt")), answer)
+        except Exception:  # a full disk must not fail an answer already made; its feedback is refused (404)
+            log.exception("response journal write failed for %s", response_id or target)
 
 
 def create_router_app(router: Router) -> FastAPI:

@@ -97,6 +97,16 @@ def test_a_streamed_answer_is_journaled_and_can_be_rated(live, experiment):
     assert chunks[0]["model"] == chat(live, "streamer")["model"]  # the same sticky arm as unstreamed
 
 
+def test_a_failing_journal_never_fails_the_answer(live, experiment, monkeypatch):
+    def disk_full(record):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(live.handle.router.arm_routing.journal, "record_response", disk_full)
+    answer = chat(live, "unlucky")  # still answered
+    monkeypatch.undo()
+    assert feedback(live, {"response_id": answer["id"], "rating": "up"}).status_code == 404  # never journaled
+
+
 def test_feedback_and_arm_metrics(live, experiment):
     answer = chat(live, "metric-user")
     feedback(live, {"response_id": answer["id"], "rating": "down"})

@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 
 from qlora.core.paths import paths
+from qlora_assets.ab import defs as ab_area
 from qlora_assets.automation import defs as automation_area
 from qlora_assets.automation.conditions import apply_automation_conditions
 from qlora_assets.data import defs as data_area
@@ -80,6 +81,7 @@ defs = apply_automation_conditions(
         training_area.defs,
         evaluation_area.defs,
         deploy_area.defs,
+        ab_area.defs,
         automation_area.defs,
         dg.Definitions(resources=RESOURCES_BY_PROFILE[selected_profile()]),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from qlora.ab import cli as ab_cli
 from qlora.data import cli as data_cli
 from qlora.deploy import cli as deploy_cli
 from qlora.evaluation import cli as evaluation_cli
@@ -22,5 +23,5 @@ def _root() -> None:
 
 
 # Areas that contribute commands, in help order; each has `cli.register(app)`.
-for _area_cli in (data_cli, training_cli, serving_cli, evaluation_cli, deploy_cli):
+for _area_cli in (data_cli, training_cli, serving_cli, evaluation_cli, deploy_cli, ab_cli):
     _area_cli.register(app)

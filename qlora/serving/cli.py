@@ -67,8 +67,11 @@ def _run_router(profile, port: int | None) -> None:
     api_key = os.environ.get(profile.router.api_key_env)
     if not api_key:
         raise typer.BadParameter(f"set {profile.router.api_key_env}: the router's admin routes need a key")
+    from qlora.serving.arms import ArmRouting
+
     state = paths().serving_state
-    router = Router(profile.url, api_key, AliasTable(state / "aliases.json"), paths().adapters,
+    aliases = AliasTable(state / "aliases.json")
+    router = Router(profile.url, api_key, aliases, paths().adapters, arm_routing=ArmRouting.in_state_dir(state, aliases),
                     backend_api_key=os.environ.get(profile.api_key_env) or None,
                     timeout_s=profile.router.request_timeout_s, max_lora_rank=profile.max_lora_rank,
                     loaded=LoadedAdapters(state / "adapters.json"),

@@ -18,6 +18,7 @@ import uvicorn
 from qlora.core.paths import paths
 from qlora.serving.aliases import AliasTable
 from qlora.serving.base_identity import base_fingerprint
+from qlora.serving.arms import ArmRouting
 from qlora.serving.config import EmbeddedConfig
 from qlora.serving.engine import BatchingEngine
 from qlora.serving.model_store import ModelStore
@@ -167,9 +168,11 @@ def start_embedded(
 
     backend = _Backend(config, base_path, api_key, root).start()
     try:
-        router = Router(backend.url, api_key, AliasTable(state / "aliases.json"), root, backend_api_key=api_key,
+        aliases = AliasTable(state / "aliases.json")
+        router = Router(backend.url, api_key, aliases, root, backend_api_key=api_key,
                         timeout_s=config.router.request_timeout_s, loaded=LoadedAdapters(state / "adapters.json"),
-                        base_fingerprint=base_fingerprint(base_path), router_config=config.router)
+                        base_fingerprint=base_fingerprint(base_path), router_config=config.router,
+                        arm_routing=ArmRouting.in_state_dir(state, aliases))
         router_sock = _bind(host, port)
         router_server = _serve(create_router_app(router), router_sock, "qlora-router")
     except BaseException:

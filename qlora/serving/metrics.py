@@ -4,6 +4,9 @@ vLLM labels no metric by adapter, so per-adapter latency and errors are measured
 Labels: ``model`` is the base model; ``adapter`` is the versioned name that answered
 (``legal-ko@v2``, or the base name), so a canary's two versions are told apart;
 ``llm_adapter_version_info`` has ``adapter`` = the public name (``legal-ko``).
+``arm`` is ``control``/``candidate`` for requests in an A/B experiment, empty otherwise;
+``llm_feedback_total{adapter,rating}`` counts user feedback per version (up, down, score_1..5,
+and win/loss/tie for each side of a pairwise preference).
 Each router gets its own registry, so several routers can live in one process (tests).
 """
 from __future__ import annotations
@@ -52,9 +55,9 @@ class RouterMetrics:
         self.registry = CollectorRegistry()
         self.duration = Histogram(
             "llm_inference_duration_seconds", "LLM inference latency seen by the router",
-            ["model", "adapter", "request_type"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            ["model", "adapter", "request_type", "arm"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.requests = Counter(
-            "llm_request_total", "Requests per adapter version and outcome", ["adapter", "status"],
+            "llm_request_total", "Requests per adapter version and outcome", ["adapter", "status", "arm"],
             registry=self.registry)
         self.tokens = Counter(
             "llm_generated_tokens_total", "Completion tokens per adapter version (for tokens/s)", ["adapter"],
@@ -65,15 +68,18 @@ class RouterMetrics:
         self.in_flight = Gauge(
             "llm_requests_in_flight", "Requests the router has sent to an adapter version and not yet answered",
             ["adapter"], registry=self.registry)
+        self.feedback = Counter(
+            "llm_feedback", "User feedback per adapter version (POST /v1/feedback)", ["adapter", "rating"],
+            registry=self.registry)
         self._versions: dict[str, tuple[str, str, str]] = {}  # versioned name -> its label values
         self._in_flight: dict[str, int] = {}
         self._requests: dict[str, dict[str, int]] = {}  # adapter -> status -> count (the JSON view of the counter)
 
     def observe(self, base_model: str, adapter: str, request_type: str, seconds: float,
-                http_status: int | None, completion_tokens: int = 0) -> None:
-        self.duration.labels(base_model, adapter, request_type).observe(seconds)
+                http_status: int | None, completion_tokens: int = 0, arm: str = "") -> None:
+        self.duration.labels(base_model, adapter, request_type, arm).observe(seconds)
         status = status_label(http_status)
-        self.requests.labels(adapter, status).inc()
+        self.requests.labels(adapter, status, arm).inc()
         by_status = self._requests.setdefault(adapter, {})
         by_status[status] = by_status.get(status, 0) + 1
         if completion_tokens:

@@ -26,7 +26,9 @@ from starlette.concurrency import run_in_threadpool
 
 from qlora.serving import protocol as p
 from qlora.serving.aliases import AliasTable
+from qlora.serving.arms import ArmRouting
 from qlora.serving.config import RouterConfig
+from qlora.serving.feedback_routes import DEFAULT_TTL_S, add_feedback_routes
 from qlora.serving.http_guards import GuardMiddleware
 from qlora.serving.metrics import RouterMetrics
 from qlora.serving.state_files import LoadedAdapters
@@ -40,7 +42,8 @@ class Router:
     def __init__(self, backend_url: str, api_key: str, aliases: AliasTable, adapters_root: Path,
                  backend_api_key: str | None = None, timeout_s: float = 300.0, max_lora_rank: int | None = None,
                  loaded: LoadedAdapters | None = None, base_fingerprint: str = "",
-                 router_config: RouterConfig | None = None):
+                 router_config: RouterConfig | None = None, arm_routing: ArmRouting | None = None,
+                 feedback_ttl_s: float = DEFAULT_TTL_S):
         if not api_key:
             raise ValueError("the router needs an API key for its admin routes")
         self.backend_url = backend_url.rstrip("/")
@@ -54,6 +57,8 @@ class Router:
         self.base_fingerprint = base_fingerprint
         self.config = router_config or RouterConfig(request_timeout_s=timeout_s)
         self.metrics = RouterMetrics()
+        self.arm_routing = arm_routing  # A/B arms + the response journal that /v1/feedback checks ids against
+        self.feedback_ttl_s = feedback_ttl_s
         self.http: httpx.AsyncClient | None = None
         self.base_model = ""
         self.last_sync: dict = {}  # what the last re-sync found and did (shown by /admin/state)
@@ -69,6 +74,24 @@ class Router:
             if (target := resolve(requested, request)) is not None:
                 return target
         return self.aliases.resolve(requested)
+
+    def choose_target(self, requested: str, body: dict, request: Request) -> tuple[str, str, str, str]:
+        """(versioned target, arm, experiment id, user hash): sticky arms for an alias in an experiment."""
+        if self.arm_routing is None or any(True for _ in self.target_resolvers):
+            return self.target_for(requested, request), "", "", ""
+        client = request.client.host if request.client else None
+        return self.arm_routing.choose(requested, body, request.headers, client)
+
+    async def journal(self, response_id: str, requested: str, target: str, ab: tuple[str, str, str],
+                      latency_s: float, status: int, tokens: int, body: dict, answer: str) -> None:
+        """Bind the completion id to its arm and version (fsync'd) before the client can rate it."""
+        if self.arm_routing is None or not (status == 200 or ab[0]):
+            return
+        try:
+            await run_in_threadpool(self.arm_routing.record, response_id, requested, target, *ab, latency_s,
+                                    status, tokens, body.get("messages", body.get("prompt")), answer)
+        except Exception:  # a full disk must not fail an answer already made; its feedback is refused (404)
+            log.exception("response journal write failed for %s", response_id or target)
 
     def authorized(self, request: Request) -> bool:
         given = request.headers.get("authorization", "").encode()
@@ -132,4 +155,5 @@ def create_router_app(router: Router, extra_routers: Sequence[APIRouter] = ()) -
     for api_router in (router_inference.api_router, router_admin.api_router, router_observe.api_router,
                        *extra_routers):
         app.include_router(api_router)
+    add_feedback_routes(app, router)
     return app

@@ -13,6 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from qlora.serving import protocol as p
+from qlora.serving.arms import StreamSniffer, answer_of
 from qlora.serving.router import BACKEND_UNAVAILABLE, router_of
 
 api_router = APIRouter()
@@ -45,30 +46,38 @@ async def infer(request: Request):
         router.metrics.observe(router.base_model, "unparsed", request_type, time.perf_counter() - started, 400)
         return exc.response()
     requested = body["model"]
-    body["model"] = target = router.target_for(requested, request)
+    target, *ab = router.choose_target(requested, body, request)
+    body["model"] = target
     # A version the router chose keeps its label even on a 404 (an evicted canary must show as errors
     # of that version); a name a client made up becomes one shared label, not a new series.
     error_label = target if target != requested else UNKNOWN_MODEL
     if body.get("stream"):
-        return await _stream(router, body, target, error_label, request_type, started, request.url.path)
+        return await _stream(router, body, requested, target, ab, error_label, request_type, started,
+                             request.url.path)
     router.metrics.request_started(target)  # what a deploy's drain waits on before an unload
     try:
         response = await router.forward(request.url.path, body)
     except httpx.TimeoutException:
-        router.metrics.observe(router.base_model, target, request_type, time.perf_counter() - started, None)
+        router.metrics.observe(router.base_model, target, request_type, time.perf_counter() - started, None,
+                               arm=ab[0])
+        await router.journal("", requested, target, ab, time.perf_counter() - started, 504, 0, body, "")
         return p.error_response(f"The backend did not answer within {router.timeout_s}s.", 504, "Timeout")
     except httpx.HTTPError:
-        router.metrics.observe(router.base_model, target, request_type, time.perf_counter() - started, 502)
+        router.metrics.observe(router.base_model, target, request_type, time.perf_counter() - started, 502,
+                               arm=ab[0])
         raise
     finally:
         router.metrics.request_finished(target)
-    tokens = 0
+    tokens, response_id, answer = 0, "", ""
     if response.status_code == 200:
-        tokens = (response.json().get("usage") or {}).get("completion_tokens", 0)
+        answered = response.json()
+        tokens = (answered.get("usage") or {}).get("completion_tokens", 0)
+        response_id, answer = answered.get("id", ""), answer_of(answered)
     elif response.status_code == 404:
         target = error_label
-    router.metrics.observe(router.base_model, target, request_type, time.perf_counter() - started,
-                           response.status_code, tokens)
+    latency = time.perf_counter() - started
+    router.metrics.observe(router.base_model, target, request_type, latency, response.status_code, tokens, arm=ab[0])
+    await router.journal(response_id, requested, target, ab, latency, response.status_code, tokens, body, answer)
     return _relay(response)
 
 
@@ -81,7 +90,8 @@ def _relay(response: httpx.Response) -> Response:
                     media_type=response.headers.get("content-type"))
 
 
-async def _stream(router, body: dict, target: str, error_label: str, request_type: str, started: float, path: str):
+async def _stream(router, body: dict, requested: str, target: str, ab: list, error_label: str, request_type: str,
+                  started: float, path: str):
     router.metrics.request_started(target)
     try:
         content = await run_in_threadpool(p.json.dumps, body)
@@ -96,17 +106,24 @@ async def _stream(router, body: dict, target: str, error_label: str, request_typ
         router.metrics.request_finished(target)
         label = error_label if upstream.status_code == 404 else target
         router.metrics.observe(router.base_model, label, request_type, time.perf_counter() - started,
-                               upstream.status_code)
+                               upstream.status_code, arm=ab[0])
+        await router.journal("", requested, target, ab, time.perf_counter() - started, upstream.status_code, 0,
+                             body, "")
         return _relay(upstream)
 
     async def relay():
+        sniffer = StreamSniffer()  # the completion id and text, for the journal
         try:
             async for piece in upstream.aiter_raw():
+                sniffer.feed(piece)
                 yield piece
         finally:
             await upstream.aclose()
             router.metrics.request_finished(target)
-            router.metrics.observe(router.base_model, target, request_type, time.perf_counter() - started, 200)
+            latency = time.perf_counter() - started
+            router.metrics.observe(router.base_model, target, request_type, latency, 200, arm=ab[0])
+            await router.journal(sniffer.response_id, requested, target, ab, latency, 200,
+                                 sniffer.completion_tokens, body, sniffer.text)
 
     return StreamingResponse(relay(), media_type="text/event-stream")
 

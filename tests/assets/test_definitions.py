@@ -16,6 +16,10 @@ EXPECTED_ASSETS = {
     "eval_report",
     "gate_decision",
     "deployed_adapter",
+    "ab_experiment",
+    "online_report",
+    "ab_decision",
+    "ab_feedback_candidates",
 }
 
 

@@ -30,7 +30,11 @@ def test_the_real_graph_gives_every_job_its_assets():
     from definitions import defs
 
     assert job_keys(defs, "retrain_domain") == set(DOMAIN_ASSETS)
-    assert job_keys(defs, "weekly_cycle") == ALL_ASSETS
+    # The weekly cycle also runs the online A/B (qlora_assets/ab): it starts an experiment after a
+    # gate pass, or looks at the running one; it never starts a second one for a domain.
+    assert job_keys(defs, "weekly_cycle") == ALL_ASSETS | {"ab_experiment", "online_report", "ab_decision",
+                                                           "ab_feedback_candidates"}
+    assert job_keys(defs, "ab_evaluation") == {"online_report", "ab_decision", "ab_feedback_candidates"}
 
 
 def test_retrain_domain_runs_one_partition_without_rebuilding_the_base():

@@ -26,6 +26,8 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "grafana" / "ql
 ADAPTERS = {"legal-ko": "legal-ko@v1", "cs-support": "cs-support@v1"}
 # Grafana fills these in; Prometheus needs literal values. 30 s spans the whole test's traffic.
 GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$adapter": ".*"}
+# An A/B on a third alias: two versions, sticky arms, pairwise and thumbs feedback.
+AB_ALIAS, AB_CONTROL, AB_CANDIDATE = "medical-ko", "medical-ko@v1", "medical-ko@v2"
 
 
 def free_port() -> int:
@@ -56,6 +58,11 @@ def router(serving_base, serving_adapters, tmp_path_factory):
     for public, versioned in ADAPTERS.items():
         client.load_adapter(versioned, str(serving_adapters[public]))
         client.set_alias(public, {versioned: 1.0})
+    client.load_adapter(AB_CONTROL, str(serving_adapters["medical-ko"]))
+    client.load_adapter(AB_CANDIDATE, str(serving_adapters["cs-support"]))
+    client.set_alias(AB_ALIAS, {AB_CONTROL: 0.5, AB_CANDIDATE: 0.5})
+    httpx.put(f"{handle.url}/admin/experiments/{AB_ALIAS}", headers={"Authorization": f"Bearer {handle.api_key}"},
+              json={"experiment_id": "dash", "control": AB_CONTROL, "candidate": AB_CANDIDATE}).raise_for_status()
     yield client
     client.close()
     handle.stop()
@@ -130,7 +137,26 @@ def send_round(router: ServingClient) -> int:
             sent += 1
     with pytest.raises(ServingError):
         router.chat("legal-ko", [{"role": "user", "content": "x"}], max_tokens=-1)
-    return sent + 1
+    return sent + 1 + send_ab_round(router)
+
+
+def send_ab_round(router: ServingClient) -> int:
+    """Four users side by side (the candidate wins 3 of 4 pairs) and a thumbs up and down."""
+    url, sent = router.base_url, 0
+    for user in range(4):
+        body = {"model": AB_ALIAS, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "user": f"u{user}"}
+        first = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()
+        second = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60,
+                            headers={"X-QLora-Pair-Of": first["id"]}).json()
+        by_version = {first["model"]: first["id"], second["model"]: second["id"]}
+        winner = by_version[AB_CANDIDATE if user < 3 else AB_CONTROL]
+        assert httpx.post(f"{url}/v1/feedback", json={"pair": [first["id"], second["id"]], "preferred": winner},
+                          timeout=30).status_code == 200
+        rating = "up" if user % 2 else "down"
+        assert httpx.post(f"{url}/v1/feedback", json={"response_id": first["id"], "rating": rating},
+                          timeout=30).status_code == 200
+        sent += 2
+    return sent
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +171,7 @@ def traffic(router, prometheus):
 
 def test_every_panel_query_returns_data(prometheus, traffic):
     queries = panel_queries()
-    assert len(queries) == 5
+    assert len(queries) == 6
     for title, exprs in queries.items():
         for expr in exprs:
             assert query(prometheus, expr), f"panel {title!r}: no data for {expr}"
@@ -187,3 +213,13 @@ def test_version_timeline_names_each_adapter_version_and_train_date(prometheus, 
     [expr] = panel_queries()["Adapter version timeline"]
     loaded = {(r["metric"]["adapter"], r["metric"]["version"], r["metric"]["train_date"]) for r in query(prometheus, expr)}
     assert loaded >= {("legal-ko", "v1", "2026-01-05"), ("cs-support", "v1", "2026-01-05")}, loaded
+
+
+def test_ab_panel_shows_win_rate_feedback_and_requests_per_arm(prometheus, traffic):
+    win_rate, ratings, per_arm = panel_queries()["A/B: win rate and feedback per arm"]
+    rates = values_by(query(prometheus, win_rate), "adapter")
+    assert rates[AB_CANDIDATE] == pytest.approx(0.75) and rates[AB_CONTROL] == pytest.approx(0.25), rates
+    seen = {(r["metric"]["adapter"], r["metric"]["rating"]) for r in query(prometheus, ratings)}
+    assert {rating for _, rating in seen} == {"up", "down"}, seen
+    arms = {r["metric"]["arm"] for r in query(prometheus, per_arm)}
+    assert arms == {"control", "candidate"}, arms

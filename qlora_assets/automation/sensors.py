@@ -21,6 +21,7 @@ from qlora.automation.schedule_config import load_schedule_config
 from qlora_assets.partitions import domain_partitions
 from qlora.core.paths import paths
 from qlora.data.config import load_data_config
+from qlora.data.reader import data_files
 from qlora.evaluation.config import gate_config_path
 from resources.trainer import TrainerResource
 
@@ -60,6 +61,11 @@ def training_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     where = paths()
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     current = data_fingerprints(where.training_dir, where.eval_dir)
+    # A folder without data files yet (`qlora new-domain` just made it) waits; training it would fail.
+    waiting = [domain for domain in current if not data_files(where.training_dir / domain)]
+    for domain in waiting:
+        context.log.info(f"{domain}: no .jsonl/.json data files yet; waiting")
+        current.pop(domain)
 
     known = set(context.instance.get_dynamic_partitions(domain_partitions.name))
     new_domains = [domain for domain in current if domain not in known]

@@ -100,6 +100,10 @@ def _serving_lines(domains: list[str]) -> list[str]:
     return [
         "",
         f"serving: router at {state['url']} (stop it with `kill {state['pid']}`)",
+        f"  qlora chat --domain {example}    # a terminal chat, streamed, greedy",
+        "  qlora status    # per domain: what serves, the last candidate and its gate, the training cost",
+        "  # greedy like the eval and the gate (the API's default temperature 1 samples noise from a small model):",
         f"  curl -s {state['url']}/v1/chat/completions -H 'content-type: application/json' \\",
-        f"    -d '{{\"model\": \"{example}\", \"messages\": [{{\"role\": \"user\", \"content\": \"...\"}}]}}'",
+        f"    -d '{{\"model\": \"{example}\", \"temperature\": 0, \"max_tokens\": 64, "
+        f"\"messages\": [{{\"role\": \"user\", \"content\": \"...\"}}]}}'",
     ]

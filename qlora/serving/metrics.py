@@ -64,6 +64,10 @@ class RouterMetrics:
         self.in_flight = Gauge(
             "llm_requests_in_flight", "Requests the router has sent to an adapter version and not yet answered",
             ["adapter"], registry=self.registry)
+        self.alias_weight = Gauge(
+            "llm_alias_weight", "Share of an alias's traffic each version gets (what serves, not what is loaded)",
+            ["alias", "version"], registry=self.registry)
+        self._alias_series: set[tuple[str, str]] = set()
         self._versions: dict[str, tuple[str, str, str]] = {}  # versioned name -> its label values
         self._in_flight: dict[str, int] = {}
 
@@ -114,6 +118,17 @@ class RouterMetrics:
         for name, root in adapters.items():
             if name not in self._versions:
                 self.version_loaded(name, root)
+
+    def sync_aliases(self, aliases: dict[str, dict[str, float]]) -> None:
+        """Match ``llm_alias_weight`` to the alias table; a version that left an alias loses its series,
+        so a rollback shows as one line ending and another starting."""
+        current = {(alias, split_versioned(name)[1] or name): weight
+                   for alias, weights in aliases.items() for name, weight in weights.items()}
+        for labels in self._alias_series - set(current):
+            self.alias_weight.remove(*labels)
+        for labels, weight in current.items():
+            self.alias_weight.labels(*labels).set(weight)
+        self._alias_series = set(current)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

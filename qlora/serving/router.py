@@ -114,6 +114,7 @@ def create_router_app(router: Router) -> FastAPI:
             router.metrics.sync_versions(await router.backend_cards())
         except (httpx.HTTPError, KeyError, ValueError):
             pass
+        router.metrics.sync_aliases(router.aliases.all())
         return Response(router.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def infer(request: Request):

@@ -14,6 +14,7 @@ from qlora_assets.evaluation import defs as evaluation_area
 from qlora_assets.modeling import defs as modeling_area
 from qlora_assets.training import defs as training_area
 from resources.serving import EmbeddedServingResource
+from resources.tracking import MlflowTrackingResource
 from resources.warehouse import WarehouseResource
 
 # Eval, gate and deploy follow a new adapter on their own (declarative automation);
@@ -27,6 +28,7 @@ defs = apply_automation_conditions(
         deploy_area.defs,
         automation_area.defs,
         # Shared by several areas; the prod profile swaps serving for VllmServingResource.
-        dg.Definitions(resources={"warehouse": WarehouseResource(), "serving": EmbeddedServingResource()}),
+        dg.Definitions(resources={"warehouse": WarehouseResource(), "serving": EmbeddedServingResource(),
+                                  "tracking": MlflowTrackingResource()}),
     )
 )

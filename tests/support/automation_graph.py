@@ -9,6 +9,7 @@ from qlora_assets.automation.defs import defs as automation_defs
 from qlora_assets.automation.jobs import DOMAIN_ASSETS
 from qlora_assets.partitions import domain_partitions
 from resources.serving import VllmServingResource
+from resources.tracking import NoTrackingResource
 from resources.trainer import TrainerResource
 
 
@@ -32,7 +33,7 @@ def stand_in_graph(gate_passes: bool = True, resources: dict | None = None) -> d
         assets.append(_partitioned_stand_in(name, deps, gate_passes))
         upstream = name
     resources = {"trainer": TrainerResource(), "serving": VllmServingResource(url="http://127.0.0.1:9"),
-                 **(resources or {})}
+                 "tracking": NoTrackingResource(), **(resources or {})}
     return dg.Definitions.merge(dg.Definitions(assets=assets, resources=resources), automation_defs)
 
 

@@ -25,6 +25,7 @@ def silence_hub_kernel_notice() -> None:
         logger.addFilter(_DropHubKernelNotice())
 
 
-# Importing this module is enough (`from qlora.core import bnb_notice  # noqa: F401`), so the
+# Importing this module is enough (`from qlora.core import bnb_notice  # noqa: F401`, in
+# qlora/training/runner.py, plan.py, merge.py, qlora/serving/model_store.py, qlora/modeling/base_checks.py), so the
 # modules that load bitsandbytes keep their imports at the top.
 silence_hub_kernel_notice()

@@ -16,6 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
+from qlora.core import bnb_notice  # noqa: F401  (first: transformers below loads bitsandbytes)
+
 import torch
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint

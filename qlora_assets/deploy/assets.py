@@ -75,7 +75,7 @@ def deployed_adapter(context: dg.AssetExecutionContext, serving: ServingResource
         return
     answer = client.chat(domain, golden[0].messages, max_tokens=config.golden_max_tokens)
     yield dg.MaterializeResult(
-        metadata={**metadata, "version": record.version},
+        metadata=metadata,
         check_results=[dg.AssetCheckResult(
             check_name=ANSWERS_CHECK,
             passed=answer.model == adapter.served_name,

@@ -88,3 +88,30 @@ def test_training_eval_and_serving_reach_mlflow(trained, alias_router, tmp_path,
     # Nothing new: no second MLflow run for the same training.
     tick(instance, uri, alias_router.url, None)
     assert len(client.search_runs([run.info.experiment_id], filter_string=f"tags.`qlora.adapter_version` = '{version}'")) == 1
+
+
+def test_the_mlflow_run_page_shows_the_training_run(trained, alias_router, tmp_path):
+    """The MLflow UI (what `make mlflow` starts) on the store the platform wrote: run page and charts."""
+    from qlora.serving.client import ServingClient
+    from qlora.tracking.mlflow_tracker import MlflowTracker
+    from qlora_assets.automation.tracking_sensor import sync_tracking
+    from tests.ops.browser import chromium, mlflow_ui, show
+    from tests.support.dagster_ui import REPO
+
+    instance, result = trained
+    version = result.asset_materializations_for_node("qlora_adapter")[0].metadata["version"].value
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    alias_router.move(DOMAIN, {f"{DOMAIN}@{version}": 1.0})
+    with ServingClient(alias_router.url, api_key=API_KEY) as client:
+        sync_tracking(instance, MlflowTracker(uri), {}, client)
+    mlflow = MlflowClient(uri, registry_uri=uri)
+    experiment = mlflow.get_experiment_by_name(f"qlora-{DOMAIN}").experiment_id
+    [run] = mlflow.search_runs([experiment])
+    page = f"/#/experiments/{experiment}/runs/{run.info.run_id}"
+    with mlflow_ui(uri, tmp_path / "mlflow-ui.log") as url, chromium(tmp_path / "chromium") as driver:
+        overview = show(driver, url + page, REPO / "docs" / "mlflow-run.png", [f"{DOMAIN}@{version}", "train/loss"])
+        charts = show(driver, url + page + "/model-metrics", REPO / "docs" / "mlflow-run-charts.png",
+                      ["train/learning_rate", "train/loss"])
+    assert result.run_id in overview and "memory/peak_gib" in overview and "cost/usd" in overview
+    assert "learning_rate" in overview and f"qlora-{DOMAIN}" in overview  # a param; the registered model
+    assert "train/tokens_per_second" in charts

@@ -93,3 +93,32 @@ def mlflow_ui(store_uri: str, log_path: Path):
         os.killpg(process.pid, 15)
         process.wait(timeout=30)
         log.close()
+
+
+def mlflow_charts(driver, url: str, screenshot: Path, prefix: str, wanted: list[str]) -> str:
+    """The run's "Model metrics" tab narrowed to one metric section (``train/``), assistant closed."""
+    from selenium.webdriver.common.by import By
+
+    def search_box():
+        found = [e for e in driver.find_elements(By.XPATH, "//input[contains(@placeholder, 'Search metric charts')]")
+                 if e.is_displayed()]
+        return found[0] if found else None
+
+    driver.get(url)
+    wait_for(search_box, 90, f"the metric search box on {url}")
+    for button in driver.find_elements(By.XPATH, "//*[contains(text(), 'MLflow Assistant')]/following::button"):
+        if (button.get_attribute("aria-label") or "").lower().startswith("close") and button.is_displayed():
+            button.click()
+            break
+    search_box().send_keys(prefix)
+    return show_current(driver, screenshot, wanted)
+
+
+def show_current(driver, screenshot: Path, wanted: list[str], timeout_s: float = 60) -> str:
+    try:
+        wait_for(lambda: all(w in page_text(driver) for w in wanted), timeout_s,
+                 f"{wanted} on the page (it says: {page_text(driver)[:600]!r})", every_s=1)
+        time.sleep(2)  # charts finish drawing
+    finally:
+        driver.save_screenshot(str(screenshot))
+    return page_text(driver)

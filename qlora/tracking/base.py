@@ -29,7 +29,7 @@ class TrainingRecord:
         metrics = self.manifest.get("metrics", {})
         return {name: [(int(step), float(value)) for step, value in metrics.get(key) or []]
                 for name, key in (("train/loss", "loss_curve"), ("train/learning_rate", "learning_rate_curve"),
-                                  ("eval/loss", "eval_loss_curve"))}
+                                  ("train/eval_loss", "eval_loss_curve"))}
 
     def summary(self) -> dict[str, float]:
         """Speed, memory and cost of the run: one value each."""
@@ -49,6 +49,17 @@ class TrainingRecord:
             "cost/gpu_seconds": cost.get("gpu_seconds"),
         }
         return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    def span_ms(self) -> tuple[int | None, int | None]:
+        """When the training ran (from the manifest), so MLflow's start, end and duration are the run's."""
+        from datetime import datetime
+
+        try:
+            end = datetime.fromisoformat(str(self.manifest["created_at"])).timestamp()
+        except (KeyError, ValueError):
+            return None, None
+        wall = float(self.manifest.get("metrics", {}).get("wall_seconds") or 0.0)
+        return int((end - wall) * 1000), int(end * 1000)
 
     def params(self) -> dict[str, str]:
         """The resolved training config, flattened (``lora.r``), plus where the data and base came from."""

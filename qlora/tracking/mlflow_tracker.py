@@ -65,14 +65,15 @@ class MlflowTracker:
         if existing:
             self._register(record, existing.info.run_id)
             return existing.info.run_id
+        started, ended = record.span_ms()
         run = self.client.create_run(
-            self.experiment_id(record.domain), run_name=f"{record.domain}@{record.version}",
+            self.experiment_id(record.domain), run_name=f"{record.domain}@{record.version}", start_time=started,
             tags={VERSION_TAG: record.version, "qlora.domain": record.domain, "dagster.run_id": record.dagster_run_id,
                   "qlora.data_version": str(record.manifest.get("data_version", "")),
                   "qlora.adapter_path": record.adapter_path, "mlflow.source.name": "dagster: qlora_adapter"},
         )
         run_id = run.info.run_id
-        now = int(time.time() * 1000)
+        now = ended or int(time.time() * 1000)
         metrics = [Metric(key, value, now, step) for key, points in record.curves().items() for step, value in points]
         metrics += [Metric(key, value, now, 0) for key, value in record.summary().items()]
         params = [Param(key[:250], value[:_MAX_PARAM]) for key, value in record.params().items()]
@@ -82,7 +83,7 @@ class MlflowTracker:
             self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
         if self.artifact_root:  # a server without artifact proxying may refuse; the record is in the params
             self.client.log_dict(run_id, record.manifest, "manifest.json")
-        self.client.set_terminated(run_id, "FINISHED")
+        self.client.set_terminated(run_id, "FINISHED", end_time=ended)
         self._register(record, run_id)
         return run_id
 

@@ -1,14 +1,13 @@
 """`eval_report` and `gate_decision`: offline eval of the newest adapter, then pass/block per gate."""
 
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
 
 from qlora.core.adapters import AdapterNotFoundError, latest_adapter
 
-from qlora.evaluation.config import load_eval_settings, load_gate_config
+from qlora.evaluation.config import gate_config_path, load_eval_settings, load_gate_config
 from qlora.evaluation.decisions import (
     latest_eval_results,
     record_eval_report,
@@ -35,7 +34,8 @@ class EvalRunConfig(dg.Config):
     gates_file: str = ""
 
     def gates_path(self) -> Path:
-        return _config_path(self.gates_file or os.environ.get("QLORA_QUALITY_GATE", "quality_gate.yaml"))
+        # The same resolution the config sensor watches (qlora.evaluation.config.gate_config_path).
+        return gate_config_path(self.gates_file or None)
 
     def settings_path(self) -> Path:
         return _config_path(self.eval_settings_file)

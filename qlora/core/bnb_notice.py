@@ -16,7 +16,7 @@ NOISE = "Failed to load CPU gemm_4bit_forward from kernels-community"
 
 class _DropHubKernelNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(NOISE)
+        return not record.getMessage().startswith(NOISE)
 
 
 def silence_hub_kernel_notice() -> None:

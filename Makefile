@@ -14,7 +14,7 @@ ifeq ($(QLORA_PROFILE),local)
 export QLORA_QUALITY_GATE ?= quality_gate.demo.yaml
 endif
 
-.PHONY: setup demo test test-fast ui bench-cleaning clean
+.PHONY: setup demo test test-fast ui mlflow bench-cleaning clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,20 @@ test-fast: $(STAMP)
 ui: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster dev -w workspace.yaml
+
+# The MLflow UI over the local tracking store the platform writes ($(QLORA_HOME)/mlflow).
+# The project venv has mlflow-skinny (tracking, no UI files); the UI comes from the full mlflow
+# wheel in a venv of its own, because mlflow 3.17.2 pins pyarrow<26 and the project pins 26.0.1.
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_PORT ?= 5000
+$(MLFLOW_VENV)/bin/mlflow:
+	$(PY) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install -q mlflow==3.17.2
+
+mlflow: $(MLFLOW_VENV)/bin/mlflow
+	mkdir -p $(QLORA_HOME)/mlflow
+	$(MLFLOW_VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(QLORA_HOME)/mlflow/mlflow.db \
+		--host 127.0.0.1 --port $(MLFLOW_PORT)
 
 bench-cleaning: $(STAMP)
 	$(BIN)/python bench/cleaning.py

@@ -32,6 +32,7 @@ from resources.base_model import BaseModelResource
 from resources.gpu import GpuResource
 from resources.serving import EmbeddedServingResource, VllmServingResource
 from resources.trainer import trainer_from_prod_config, trainer_on_this_host
+from resources.tracking import MlflowTrackingResource
 from resources.warehouse import WarehouseResource
 
 PROFILE_ENV = "QLORA_PROFILE"
@@ -43,6 +44,7 @@ RESOURCES_LOCAL = {
     "serving": EmbeddedServingResource(),
     "trainer": trainer_on_this_host(),
     "base_checkpoint": BaseModelResource(profile="tiny"),
+    "tracking": MlflowTrackingResource(),
 }
 
 
@@ -55,6 +57,8 @@ def prod_resources(prod_config: Path, launcher: str | None) -> dict:
                                        api_key=dg.EnvVar("QLORA_SERVING_API_KEY")),
         "trainer": trainer_from_prod_config(prod_config, gpu, launcher),
         "base_checkpoint": BaseModelResource(profile="llama3-8b", path=dg.EnvVar("QLORA_BASE_MODEL_PATH")),
+        # MLFLOW_TRACKING_URI names the team's server; unset, the store under QLORA_HOME.
+        "tracking": MlflowTrackingResource(),
     }
 
 

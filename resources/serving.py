@@ -25,6 +25,10 @@ class ServingResource(dg.ConfigurableResource):
     def client(self) -> ServingClient:
         """A client on the router's public URL, with the admin key."""
 
+    def observer_client(self) -> ServingClient | None:
+        """A client for looking only (sensors): None when nothing serves, rather than starting a server."""
+        return self.client()
+
 
 class EmbeddedServingResource(ServingResource):
     """Ensures one embedded server + router runs for this QLORA_HOME (a detached process; pid/port in
@@ -48,6 +52,11 @@ class EmbeddedServingResource(ServingResource):
         state = ensure_running(self._base(), config_path=self.config_path or None, port=self.port,
                                timeout_s=self.start_timeout_s)
         return ServingClient(state["url"], api_key=state["api_key"], timeout_s=self.timeout_s)
+
+    def observer_client(self) -> ServingClient | None:
+        from qlora.ops.endpoint import running_router
+
+        return running_router(timeout_s=self.timeout_s)
 
     def stop(self) -> bool:
         from qlora.serving.daemon import stop

@@ -5,6 +5,7 @@ keeps the fingerprint, so it never retrains; any changed byte changes it.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def data_fingerprints(training_dir: Path, eval_dir: Path | None = None) -> dict[
 
 
 def config_files(config_dir: Path) -> list[Path]:
-    """The configs whose change should retrain every domain: the seed's CI trigger paths."""
+    """Every training profile and the default gate: what the base model build depends on."""
     files = sorted((config_dir / "qlora").glob("*.yaml"))
     gate = config_dir / "quality_gate.yaml"
     if gate.is_file():
@@ -76,11 +77,29 @@ def config_files(config_dir: Path) -> list[Path]:
 
 
 def config_fingerprint(config_dir: Path) -> str:
-    """Fingerprint of the training profiles and the quality gate.
+    """Fingerprint of the training profiles and the quality gate (the base build's retry key).
 
     Here names do count: moving a setting from one profile to another is a change.
     """
     hasher = xxhash.xxh3_128()
     for path in config_files(config_dir):
         hasher.update(str(path.relative_to(config_dir)).encode() + b"\0" + file_digest(path).encode())
+    return hasher.hexdigest()[:16]
+
+
+def _optional_digest(path: Path) -> str:
+    # A missing file is a state too (the run would fail on it); it must differ from any content.
+    return file_digest(path) if path.is_file() else "missing"
+
+
+def domain_config_fingerprint(profile: Path, gate: Path, domain_rules: dict) -> str:
+    """What one domain's runs read from configs: the training profile in use, the gate file in use,
+    and the domain's resolved entry of domains.yaml (defaults merged), nothing else.
+
+    Editing an unused profile, or another domain's entry, leaves it unchanged.
+    """
+    hasher = xxhash.xxh3_128()
+    for part in (str(profile), _optional_digest(profile), str(gate), _optional_digest(gate),
+                 json.dumps(domain_rules, sort_keys=True, default=str)):
+        hasher.update(part.encode() + b"\0")
     return hasher.hexdigest()[:16]

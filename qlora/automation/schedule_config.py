@@ -50,6 +50,7 @@ class SensorSettings(_Strict):
 class Sensors(_Strict):
     training_data: SensorSettings = SensorSettings()
     config_change: SensorSettings = SensorSettings()
+    serving_observation: SensorSettings = SensorSettings(interval_seconds=30)
 
 
 class ScheduleConfig(_Strict):

@@ -10,16 +10,19 @@ import typer
 
 def quality_gate(
     results: Path = typer.Option(..., "--results", help="Eval results JSON written by `qlora evaluate`."),
-    gates: Path = typer.Option(Path("configs/quality_gate.yaml"), "--gates", help="Quality gate YAML."),
+    gates: Optional[Path] = typer.Option(
+        None, "--gates", help="Quality gate YAML (default: $QLORA_QUALITY_GATE, else quality_gate.yaml; a relative "
+        "name that is not a file here is read under QLORA_CONFIG_DIR)."),
     as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
 ) -> None:
     """Decide pass/block for an adapter's eval results; exit 1 on block, 2 on unusable input."""
-    from qlora.evaluation.config import ConfigError, load_gate_config
+    from qlora.evaluation.config import ConfigError, gate_config_path, load_gate_config
     from qlora.evaluation.gate import decide
     from qlora.evaluation.results import EvalResults
 
     try:
-        decision = decide(EvalResults.read(results), load_gate_config(gates))
+        gates_file = gates if gates and gates.is_file() else gate_config_path(gates)
+        decision = decide(EvalResults.read(results), load_gate_config(gates_file))
     except (ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -5,6 +5,7 @@ A wrong value fails at load time with the file and the field, e.g.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -101,5 +102,12 @@ def load_eval_settings(path: str | Path | None = None) -> EvalSettings:
     return _load(EvalSettings, Path(path) if path else paths().config_dir / "eval.yaml")
 
 
+def gate_config_path(name: str | Path | None = None) -> Path:
+    """The gate file in use: ``name``, else $QLORA_QUALITY_GATE, else quality_gate.yaml;
+    a relative name is under QLORA_CONFIG_DIR (never the working directory)."""
+    path = Path(name or os.environ.get("QLORA_QUALITY_GATE") or "quality_gate.yaml")
+    return path if path.is_absolute() else paths().config_dir / path
+
+
 def load_gate_config(path: str | Path | None = None) -> GateConfig:
-    return _load(GateConfig, Path(path) if path else paths().config_dir / "quality_gate.yaml")
+    return _load(GateConfig, gate_config_path(path))

@@ -61,6 +61,7 @@ def perplexity(model, tokenizer, documents: list[str], max_length: int = 256) ->
 def quantization_gap(model_dir: Path, documents: list[str], max_docs: int = 48) -> dict:
     """Perplexity in bf16 and in NF4 + double quant (bitsandbytes runs on CPU too)."""
     import torch
+    from qlora.core import bnb_notice  # noqa: F401  (before bitsandbytes loads)
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}

@@ -5,7 +5,9 @@ Prometheus text to parse.
 """
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -25,8 +27,6 @@ class ServingError(Exception):
     def message(self) -> str:
         """The ``error.message`` of an OpenAI-style body, else the raw body."""
         try:
-            import json
-
             error = json.loads(self.body).get("error")
             return error.get("message", self.body) if isinstance(error, dict) else str(error or self.body)
         except (ValueError, AttributeError):
@@ -101,6 +101,29 @@ class ServingClient:
                           prompt_tokens=usage.get("prompt_tokens", 0),
                           completion_tokens=usage.get("completion_tokens", 0),
                           latency_s=latency, finish_reason=choice.get("finish_reason") or "")
+
+    def stream_chat(self, model: str, messages: list[dict], max_tokens: int = 256,
+                    temperature: float = 0.0) -> Iterator[dict]:
+        """``stream: true``: yield each server-sent chunk as it arrives (an error sent in-band raises)."""
+        body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
+                "stream": True}
+        what = f"POST {self.base_url}/v1/chat/completions (stream)"
+        try:
+            with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    raise ServingError(response.status_code, response.read().decode(errors="replace"), what)
+                for line in response.iter_lines():
+                    data = line[len("data: "):] if line.startswith("data: ") else None
+                    if data is None:
+                        continue
+                    if data == "[DONE]":
+                        return
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise ServingError(500, data, what)
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise ServingError(0, repr(exc), what) from exc
 
     def chat_many(self, model: str, conversations: list[list[dict]], concurrency: int = 16,
                   **kw) -> list[Completion | ServingError]:

@@ -71,6 +71,10 @@ class RouterMetrics:
         self.feedback = Counter(
             "llm_feedback", "User feedback per adapter version (POST /v1/feedback)", ["adapter", "rating"],
             registry=self.registry)
+        self.alias_weight = Gauge(
+            "llm_alias_weight", "Share of an alias's traffic each version gets (what serves, not what is loaded)",
+            ["alias", "version"], registry=self.registry)
+        self._alias_series: set[tuple[str, str]] = set()
         self._versions: dict[str, tuple[str, str, str]] = {}  # versioned name -> its label values
         self._in_flight: dict[str, int] = {}
         self._requests: dict[str, dict[str, int]] = {}  # adapter -> status -> count (the JSON view of the counter)
@@ -136,6 +140,16 @@ class RouterMetrics:
         """Loaded versioned name -> {adapter (public name), version, train_date}."""
         return {name: {"adapter": public, "version": version, "train_date": date}
                 for name, (public, version, date) in self._versions.items()}
+    def sync_aliases(self, aliases: dict[str, dict[str, float]]) -> None:
+        """Match ``llm_alias_weight`` to the alias table; a version that left an alias loses its series,
+        so a rollback shows as one line ending and another starting."""
+        current = {(alias, split_versioned(name)[1] or name): weight
+                   for alias, weights in aliases.items() for name, weight in weights.items()}
+        for labels in self._alias_series - set(current):
+            self.alias_weight.remove(*labels)
+        for labels, weight in current.items():
+            self.alias_weight.labels(*labels).set(weight)
+        self._alias_series = set(current)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

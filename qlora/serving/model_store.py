@@ -16,6 +16,7 @@ BASE_ROW = "__base__"  # peft's name for "no adapter" in a mixed batch
 
 
 def load_base(path: Path, quantization: str, compute_dtype: str):
+    from qlora.core import bnb_notice  # noqa: F401  (before bitsandbytes loads)
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     dtype = getattr(torch, compute_dtype)

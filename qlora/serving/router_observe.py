@@ -64,6 +64,7 @@ async def _follow_backend(router) -> None:
 async def metrics(request: Request):
     router = router_of(request)
     await _follow_backend(router)
+    router.metrics.sync_aliases(router.aliases.all())
     return Response(router.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

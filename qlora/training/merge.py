@@ -18,6 +18,7 @@ def adapter_base_path(adapter_dir: Path) -> Path:
 
 def merge_adapter(adapter_dir: Path, output_dir: Path, base_path: Path | None = None) -> Path:
     import torch
+    from qlora.core import bnb_notice  # noqa: F401  (before peft loads bitsandbytes)
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -34,6 +34,7 @@ def model_config_for(config: QLoRAConfig):
 
 def lora_model_on_meta(config: QLoRAConfig, model_config):
     import torch
+    from qlora.core import bnb_notice  # noqa: F401  (before peft loads bitsandbytes)
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 

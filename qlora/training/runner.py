@@ -15,6 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
+from qlora.core import bnb_notice  # noqa: F401  (first: transformers below loads bitsandbytes)
+
 import torch
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -109,6 +111,7 @@ def _attempt(config, rows, eval_rows, base_path, checkpoint_dir, attempt, log) -
     tokens = trainer.state.num_input_tokens_seen - tokens_before
     losses = [[e["step"], round(e["loss"], 5)] for e in trainer.state.log_history if "loss" in e]
     eval_losses = [[e["step"], round(e["eval_loss"], 5)] for e in trainer.state.log_history if "eval_loss" in e]
+    learning_rates = [[e["step"], e["learning_rate"]] for e in trainer.state.log_history if "learning_rate" in e]
     return {
         "trainer": trainer,
         "metrics": {
@@ -119,6 +122,7 @@ def _attempt(config, rows, eval_rows, base_path, checkpoint_dir, attempt, log) -
             "train_loss": round(output.training_loss, 5),
             "loss_curve": losses,
             "eval_loss_curve": eval_losses,
+            "learning_rate_curve": learning_rates,  # per logged step, for the experiment tracker
             "train_tokens": int(tokens),
             "train_seconds": round(seconds, 2),
             "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,

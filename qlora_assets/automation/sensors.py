@@ -1,4 +1,4 @@
-"""Retrain when what an adapter is made of changes: a domain's data, or the training configs.
+"""Retrain when what an adapter is made of changes: a domain's data, or the configs its runs use.
 
 Both sensors key on content fingerprints (see fingerprints.py) and keep them in their cursor,
 so a restarted daemon does not retrain anything that did not change. Run keys carry the
@@ -10,11 +10,20 @@ import json
 
 import dagster as dg
 
-from qlora.automation.fingerprints import config_fingerprint, data_fingerprints, newest_change
+from qlora.automation.fingerprints import (
+    config_fingerprint,
+    data_fingerprints,
+    domain_config_fingerprint,
+    newest_change,
+)
 from qlora_assets.automation.jobs import BASE_MODEL, build_base_model, retrain_domain
 from qlora.automation.schedule_config import load_schedule_config
 from qlora_assets.partitions import domain_partitions
 from qlora.core.paths import paths
+from qlora.data.config import load_data_config
+from qlora.data.reader import data_files
+from qlora.evaluation.config import gate_config_path
+from resources.trainer import TrainerResource
 
 _SETTINGS = load_schedule_config().sensors
 
@@ -52,6 +61,11 @@ def training_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     where = paths()
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     current = data_fingerprints(where.training_dir, where.eval_dir)
+    # A folder without data files yet (`qlora new-domain` just made it) waits; training it would fail.
+    waiting = [domain for domain in current if not data_files(where.training_dir / domain)]
+    for domain in waiting:
+        context.log.info(f"{domain}: no .jsonl/.json data files yet; waiting")
+        current.pop(domain)
 
     known = set(context.instance.get_dynamic_partitions(domain_partitions.name))
     new_domains = [domain for domain in current if domain not in known]
@@ -101,34 +115,43 @@ def training_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests, cursor=cursor)
 
 
+def domain_config_fingerprints(domains: list[str], trainer: TrainerResource) -> dict[str, str]:
+    """Per domain, the fingerprint of the config files its runs read (see fingerprints.py)."""
+    rules = load_data_config()
+    profile, gate = trainer.config_path(), gate_config_path()
+    return {domain: domain_config_fingerprint(profile, gate, rules.rules(domain).model_dump()) for domain in domains}
+
+
 @dg.sensor(
     name="config_change_sensor",
     job=retrain_domain,
     minimum_interval_seconds=_SETTINGS.config_change.interval_seconds,
     default_status=_status(_SETTINGS.config_change.default_status),
-    description="Retrains every domain when configs/qlora/*.yaml or configs/quality_gate.yaml change "
-    "(the seed's CI trigger paths).",
+    description="Retrains a domain when a config its runs use changes: the trainer's profile, the gate file "
+    "in use ($QLORA_QUALITY_GATE), or the domain's entry in domains.yaml.",
 )
-def config_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    fingerprint = config_fingerprint(paths().config_dir)
-    if context.cursor is None:
+def config_change_sensor(context: dg.SensorEvaluationContext, trainer: TrainerResource) -> dg.SensorResult:
+    domains = sorted(context.instance.get_dynamic_partitions(domain_partitions.name))
+    current = domain_config_fingerprints(domains, trainer)
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    cursor = json.dumps(current, sort_keys=True)
+    if context.cursor is None or not base_model_exists(context.instance):
         # First tick: nothing was trained under an older config by this sensor, so record the
         # baseline only; first trainings are the training-data sensor's job.
-        return dg.SensorResult(skip_reason=f"baseline config fingerprint {fingerprint}", cursor=fingerprint)
-    if context.cursor == fingerprint:
-        return dg.SensorResult(skip_reason="configs unchanged", cursor=fingerprint)
-    domains = sorted(context.instance.get_dynamic_partitions(domain_partitions.name))
-    if not domains or not base_model_exists(context.instance):
-        return dg.SensorResult(skip_reason="configs changed, but no domain has been trained yet", cursor=fingerprint)
-    context.log.info(f"configs fingerprint {context.cursor} -> {fingerprint}: retraining {domains}")
+        return dg.SensorResult(skip_reason=f"baseline config fingerprints of {len(current)} domain(s)", cursor=cursor)
+    # A domain new since the last tick is the training-data sensor's to train, not a config change.
+    changed = {d: fp for d, fp in current.items() if d in seen and seen[d] != fp}
+    if not changed:
+        return dg.SensorResult(skip_reason="no config a domain uses changed", cursor=cursor)
+    context.log.info(f"configs changed for {sorted(changed)}: retraining them")
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 partition_key=domain,
-                run_key=f"{domain}:config:{fingerprint}",
-                tags={"qlora/trigger": "config-change", "qlora/config_fingerprint": fingerprint},
+                run_key=f"{domain}:config:{seen[domain]}->{fp}",
+                tags={"qlora/trigger": "config-change", "qlora/config_fingerprint": fp},
             )
-            for domain in domains
+            for domain, fp in changed.items()
         ],
-        cursor=fingerprint,
+        cursor=cursor,
     )

@@ -9,7 +9,9 @@ import dagster as dg
 import pandas as pd
 
 from qlora.data import schemas
-from qlora_assets.data.checks import CLEANED_CHECKS, RAW_CHECKS, SPLIT_CHECKS, check_result, specs
+from qlora_assets.data.checks import (
+    CLEANED_CHECKS, RAW_CHECKS, SPLIT_CHECKS, check_result, gate_coverage_result, specs,
+)
 from qlora.data.config import load_data_config
 from qlora.data.measure import load_base_tokenizer
 from qlora.data.reader import count_domain, data_files
@@ -122,5 +124,5 @@ def train_eval_split(context: dg.AssetExecutionContext, warehouse: WarehouseReso
             "eval_rows": int(counts.get("eval", 0)), "contaminated_removed_from_train": len(result.contaminated),
             "removed_sample": _table(result.contaminated[["source", "instruction"]].head(10)),
         },
-        check_results=[check_result(verdict)],
+        check_results=[check_result(verdict), gate_coverage_result(domain, stored)],
     )

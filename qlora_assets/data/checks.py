@@ -19,7 +19,10 @@ CLEANED_CHECKS = {
     "target_language": "target language share >= 95% (seed checklist)",
     "has_rows": "at least one row kept (with none, the checks above pass vacuously)",
 }
-SPLIT_CHECKS = {"no_contamination": "no eval row's normalised prompt hash in train"}
+SPLIT_CHECKS = {
+    "no_contamination": "no eval row's normalised prompt hash in train",
+    "eval_rows_cover_gates": "the eval rows can measure every gate in use (checked before any training)",
+}
 
 
 def specs(asset: str, checks: dict[str, str]) -> list[dg.AssetCheckSpec]:
@@ -44,4 +47,22 @@ def check_result(v: Verdict) -> dg.AssetCheckResult:
         metadata["sample_failing_rows"] = dg.MetadataValue.md(_markdown(v.sample_rows))
     return dg.AssetCheckResult(
         check_name=v.name, passed=v.passed, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata
+    )
+
+
+def gate_coverage_result(domain: str, stored: pd.DataFrame) -> dg.AssetCheckResult:
+    """Blocks training when the eval split lacks the rows a gate needs (qlora/ops/eval_coverage.py)."""
+    from qlora.evaluation.config import gate_config_path, load_gate_config
+    from qlora.ops.eval_coverage import filled_rows, gate_shortfalls, shortfall_message
+
+    evals = stored[stored["split"] == "eval"]
+    gates_file = gate_config_path()
+    short = gate_shortfalls(evals, load_gate_config(gates_file), domain)
+    todo = len(evals) - len(filled_rows(evals))
+    message = shortfall_message(domain, "train_eval_split", short, str(gates_file), todo) if short else ""
+    return dg.AssetCheckResult(
+        check_name="eval_rows_cover_gates", passed=not short, severity=dg.AssetCheckSeverity.ERROR,
+        description=message or None,
+        metadata={"gates_file": str(gates_file), "eval_rows": len(evals), "todo_rows": todo,
+                  "shortfalls": dg.MetadataValue.md(message.replace("\n", "  \n") or "none")},
     )

@@ -51,7 +51,23 @@ def run_demo(domains: list[str] | None = None) -> list[dict]:
             instance=instance, partition_key=domain, asset_selection=partitioned, raise_on_error=False
         )
         outcomes.append({"domain": domain, "run_id": result.run_id, "success": result.success})
+    track(instance)
     return outcomes
+
+
+def track(instance: dg.DagsterInstance) -> None:
+    """What `experiment_tracking_sensor` does under `dagster dev`, once: the demo runs no daemon."""
+    from mlflow.exceptions import MlflowException
+
+    from qlora.ops.endpoint import running_router
+    from qlora.serving.client import ServingError
+    from qlora.tracking.mlflow_tracker import MlflowTracker
+    from qlora_assets.automation.tracking_sensor import sync_tracking
+
+    try:  # tracking sits beside the cycle: a broken store costs the charts, not the demo
+        sync_tracking(instance, MlflowTracker(), {}, running_router())
+    except (MlflowException, OSError, ServingError) as exc:
+        print(f"demo: experiment tracking skipped: {exc}")
 
 
 def summary(domains: list[str]) -> str:
@@ -100,6 +116,11 @@ def _serving_lines(domains: list[str]) -> list[str]:
     return [
         "",
         f"serving: router at {state['url']} (stop it with `kill {state['pid']}`)",
+        f"  qlora chat --domain {example}    # a terminal chat, streamed, greedy",
+        "  make mlflow     # MLflow UI: a run per training (loss, learning rate, speed, cost, eval), per domain",
+        "  qlora status    # per domain: what serves, the last candidate and its gate, the training cost",
+        "  # greedy like the eval and the gate (the API's default temperature 1 samples noise from a small model):",
         f"  curl -s {state['url']}/v1/chat/completions -H 'content-type: application/json' \\",
-        f"    -d '{{\"model\": \"{example}\", \"messages\": [{{\"role\": \"user\", \"content\": \"...\"}}]}}'",
+        f"    -d '{{\"model\": \"{example}\", \"temperature\": 0, \"max_tokens\": 64, "
+        f"\"messages\": [{{\"role\": \"user\", \"content\": \"...\"}}]}}'",
     ]

@@ -1,14 +1,13 @@
 """`eval_report` and `gate_decision`: offline eval of the adapter version qlora_adapter recorded, then pass/block."""
 
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
 
 from qlora.core.adapters import registered_adapter
 
-from qlora.evaluation.config import load_eval_settings, load_gate_config
+from qlora.evaluation.config import gate_config_path, load_eval_settings, load_gate_config
 from qlora.evaluation.decisions import (
     eval_results_for,
     record_eval_report,
@@ -36,7 +35,8 @@ class EvalRunConfig(dg.Config):
     gates_file: str = ""
 
     def gates_path(self) -> Path:
-        return _config_path(self.gates_file or os.environ.get("QLORA_QUALITY_GATE", "quality_gate.yaml"))
+        # The same resolution the config sensor watches (qlora.evaluation.config.gate_config_path).
+        return gate_config_path(self.gates_file or None)
 
     def settings_path(self) -> Path:
         return _config_path(self.eval_settings_file)

@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from qlora_assets.automation.sensors import config_change_sensor, training_data_sensor
+from resources.trainer import TrainerResource
 from tests.support.automation_graph import stand_in_graph
 
 GRAPH = stand_in_graph()
@@ -33,7 +34,8 @@ def data_dir(tmp_path, monkeypatch):
 
 def tick(sensor, instance, cursor=None):
     return sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor, definitions=GRAPH)
+        dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor, definitions=GRAPH,
+                                resources={"trainer": TrainerResource()})
     )
 
 
@@ -150,29 +152,54 @@ def test_restart_with_saved_cursor_triggers_nothing(instance, data_dir):
     assert result.cursor == cursor
 
 
-def test_config_change_retrains_every_domain_with_config_hash_in_run_key(instance, tmp_path, monkeypatch):
+@pytest.fixture()
+def configs(tmp_path, monkeypatch):
     configs = tmp_path / "configs"
     (configs / "qlora").mkdir(parents=True)
-    (configs / "qlora" / "tiny-cpu.yaml").write_text("lora:\n  r: 8\n")
+    (configs / "qlora" / "tiny-cpu.yaml").write_text("lora:\n  r: 8\n")        # the trainer's profile
+    (configs / "qlora" / "llama3-8b.yaml").write_text("lora:\n  r: 64\n")       # a profile nobody uses
     (configs / "quality_gate.yaml").write_text("rouge_l_min: 0.3\n")
+    (configs / "quality_gate.demo.yaml").write_text("rouge_l_min: 0.1\n")
     (configs / "schedule.yaml").write_text("weekly_cycle: {cron: '0 3 * * 1'}\n")
+    (configs / "domains.yaml").write_text("domains:\n  legal-ko: {max_duplicate_rate: 0.05}\n")
     monkeypatch.setenv("QLORA_CONFIG_DIR", str(configs))
-    with_base_model(instance).add_dynamic_partitions("domain", ["cs-support", "legal-ko"])
+    monkeypatch.setenv("QLORA_QUALITY_GATE", "quality_gate.demo.yaml")
+    return configs
 
+
+def test_config_sensor_retrains_only_for_files_the_domains_runs_use(instance, configs):
+    with_base_model(instance).add_dynamic_partitions("domain", ["cs-support", "legal-ko"])
     baseline = tick(config_change_sensor, instance)
     assert baseline.run_requests == []
 
-    (configs / "schedule.yaml").write_text("weekly_cycle: {cron: '0 4 * * 1'}\n")  # not a trigger path
-    assert tick(config_change_sensor, instance, baseline.cursor).run_requests == []
+    # Not read by any run: another profile, the gate file not in use, the schedule.
+    (configs / "qlora" / "llama3-8b.yaml").write_text("lora:\n  r: 32\n")
+    (configs / "quality_gate.yaml").write_text("rouge_l_min: 0.9\n")
+    (configs / "schedule.yaml").write_text("weekly_cycle: {cron: '0 4 * * 1'}\n")
+    quiet = tick(config_change_sensor, instance, baseline.cursor)
+    assert quiet.run_requests == [] and quiet.cursor == baseline.cursor
 
-    (configs / "quality_gate.yaml").write_text("rouge_l_min: 0.35\n")
-    changed = tick(config_change_sensor, instance, baseline.cursor)
-    assert requested(changed) == {
-        "cs-support": f"cs-support:config:{changed.cursor}",
-        "legal-ko": f"legal-ko:config:{changed.cursor}",
-    }
-    assert changed.cursor != baseline.cursor
+    # One domain's entry in domains.yaml: that domain only.
+    (configs / "domains.yaml").write_text("domains:\n  legal-ko: {max_duplicate_rate: 0.02}\n")
+    one = tick(config_change_sensor, instance, quiet.cursor)
+    assert list(requested(one)) == ["legal-ko"]
+    assert requested(one)["legal-ko"].startswith("legal-ko:config:")
 
+    # The gate file in use ($QLORA_QUALITY_GATE) and the trainer's profile: every domain.
+    (configs / "quality_gate.demo.yaml").write_text("rouge_l_min: 0.2\n")
+    gate = tick(config_change_sensor, instance, one.cursor)
+    assert sorted(requested(gate)) == ["cs-support", "legal-ko"]
     (configs / "qlora" / "tiny-cpu.yaml").write_text("lora:\n  r: 16\n")
-    again = tick(config_change_sensor, instance, changed.cursor)
-    assert len(again.run_requests) == 2 and again.cursor != changed.cursor
+    profile = tick(config_change_sensor, instance, gate.cursor)
+    assert sorted(requested(profile)) == ["cs-support", "legal-ko"]
+    assert set(requested(profile).values()).isdisjoint(requested(gate).values())  # new run keys each time
+
+    again = tick(config_change_sensor, instance, profile.cursor)
+    assert again.run_requests == []
+
+
+def test_a_domain_added_since_the_last_tick_is_not_a_config_change(instance, configs):
+    with_base_model(instance).add_dynamic_partitions("domain", ["legal-ko"])
+    baseline = tick(config_change_sensor, instance)
+    instance.add_dynamic_partitions("domain", ["new-domain"])
+    assert tick(config_change_sensor, instance, baseline.cursor).run_requests == []

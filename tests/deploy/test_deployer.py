@@ -132,15 +132,22 @@ def test_asset_deploys_the_newest_gated_version_and_refuses_a_blocked_one(live, 
     assert materialization.metadata["result"].value == DEPLOYED
     assert "| deploy | v2 | passed | deployed |" in materialization.metadata["deployment_history"].value
     assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+    assert materialization.metadata["serving_version"].value == "v2"
     assert live.alias_answer("cs-support") == "cs-support@v2"
 
-    # A newer version the gate blocked: the run fails, nothing moves, the history says why.
+    # A newer version the gate blocked: no crash and no new materialization (v2 still serves);
+    # the check names the gate, the observation what serves, the history why.
     register_adapter(live.warehouse, "cs-support", "v3", str(live.root / "cs-support" / "v3"))
     pass_gate(live.warehouse, live.ref("cs-support", "v3"), passed=False)
     report_upstream(instance, "gate_decision", "cs-support", adapter_version="v3")
-    blocked = dg.materialize([deployed_adapter], partition_key="cs-support", resources=resources,
-                             instance=instance, raise_on_error=False)
-    assert not blocked.success
+    blocked = dg.materialize([deployed_adapter], partition_key="cs-support", resources=resources, instance=instance)
+    assert blocked.success and blocked.asset_materializations_for_node("deployed_adapter") == []
+    [check] = blocked.get_asset_check_evaluations()
+    assert check.check_name == "serving_answers_new_version" and not check.passed
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert "blocked" in check.description and "rouge_l" in check.description
+    [observation] = blocked.asset_observations_for_node("deployed_adapter")
+    assert observation.partition == "cs-support" and observation.metadata["serving_version"].value == "v2"
     latest = deployment_history(live.warehouse, "cs-support", limit=1).iloc[0]
     assert (latest["version"], latest["result"]) == ("v3", BLOCKED) and "rouge_l" in latest["reason"]
     assert live.alias_answer("cs-support") == "cs-support@v2"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from qlora.automation.gpu_exporter import start_gpu_exporter
 from qlora.serving.client import ServingClient, ServingError
@@ -23,11 +24,22 @@ from qlora.serving.embedded import start_embedded
 from tests.support.system_deps import require_binaries
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "grafana" / "qlora.json"
+SCRAPE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "prometheus.yml"
 ADAPTERS = {"legal-ko": "legal-ko@v1", "cs-support": "cs-support@v1"}
 # Grafana fills these in; Prometheus needs literal values. 30 s spans the whole test's traffic.
 GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$adapter": ".*"}
 # An A/B on a third alias: two versions, sticky arms, pairwise and thumbs feedback.
 AB_ALIAS, AB_CONTROL, AB_CANDIDATE = "medical-ko", "medical-ko@v1", "medical-ko@v2"
+
+
+def shipped_config(targets: dict[str, str]) -> dict:
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text(encoding="utf-8"))
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    assert {job["job_name"] for job in config["scrape_configs"]} == set(targets)
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            static["targets"] = [targets[job["job_name"]]]
+    return config
 
 
 def free_port() -> int:
@@ -74,14 +86,9 @@ def prometheus(router, tmp_path_factory):
     exporter, _, gpu_port = start_gpu_exporter()
     work = tmp_path_factory.mktemp("prometheus")
     router_target = router.base_url.removeprefix("http://")
+    # The shipped scrape config, with this test's ports as targets (and 1 s scrapes).
     config = work / "prometheus.yml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": "qlora-router", "metrics_path": "/metrics", "static_configs": [{"targets": [router_target]}]},
-            {"job_name": "gpu", "static_configs": [{"targets": [f"127.0.0.1:{gpu_port}"]}]},
-        ],
-    }))
+    config.write_text(yaml.safe_dump(shipped_config({"qlora-router": router_target, "gpu": f"127.0.0.1:{gpu_port}"})))
     port = free_port()
     log = (work / "prometheus.log").open("w")
     process = subprocess.Popen(
@@ -223,3 +230,20 @@ def test_ab_panel_shows_win_rate_feedback_and_requests_per_arm(prometheus, traff
     assert {rating for _, rating in seen} == {"up", "down"}, seen
     arms = {r["metric"]["arm"] for r in query(prometheus, per_arm)}
     assert arms == {"control", "candidate"}, arms
+
+
+def alias_shares(api: httpx.Client) -> dict[tuple[str, str], float]:
+    [expr] = panel_queries()["What each alias serves"]
+    return {(r["metric"]["alias"], r["metric"]["version"]): float(r["value"][1]) for r in query(api, expr)}
+
+
+def test_alias_panel_shows_a_canary_split_and_the_rollback(router, prometheus, traffic, serving_adapters):
+    assert alias_shares(prometheus)[("legal-ko", "v1")] == 1.0
+    router.load_adapter("legal-ko@v2", str(serving_adapters["medical-ko"]))
+    router.set_alias("legal-ko", {"legal-ko@v1": 0.9, "legal-ko@v2": 0.1})
+    split = wait_for(lambda: (s := alias_shares(prometheus)).get(("legal-ko", "v2")) and s, 30, "canary scraped")
+    assert split[("legal-ko", "v1")] == pytest.approx(0.9) and split[("legal-ko", "v2")] == pytest.approx(0.1)
+
+    router.set_alias("legal-ko", {"legal-ko@v1": 1.0})  # the rollback: v2's series ends
+    after = wait_for(lambda: ("legal-ko", "v2") not in (s := alias_shares(prometheus)) and s, 30, "rollback scraped")
+    assert after[("legal-ko", "v1")] == 1.0 and after[("cs-support", "v1")] == 1.0

@@ -8,10 +8,17 @@ import dagster as dg
 from qlora_assets.automation.defs import defs as automation_defs
 from qlora_assets.automation.jobs import DOMAIN_ASSETS
 from qlora_assets.partitions import domain_partitions
+from resources.serving import VllmServingResource
+from resources.tracking import NoTrackingResource
+from resources.trainer import TrainerResource
 
 
-def stand_in_graph(gate_passes: bool = True) -> dg.Definitions:
-    """Every asset of the card; ``gate_decision`` carries a blocking check that passes or not."""
+def stand_in_graph(gate_passes: bool = True, resources: dict | None = None) -> dg.Definitions:
+    """Every asset of the card; ``gate_decision`` carries a blocking check that passes or not.
+
+    The sensors' resources: the real trainer (its profile is what the config sensor watches) and
+    a router URL nothing listens on unless a test passes its own ``serving``.
+    """
 
     @dg.asset(name="base_model")
     def base_model() -> None:
@@ -25,7 +32,9 @@ def stand_in_graph(gate_passes: bool = True) -> dg.Definitions:
             deps.append("base_model")
         assets.append(_partitioned_stand_in(name, deps, gate_passes))
         upstream = name
-    return dg.Definitions.merge(dg.Definitions(assets=assets), automation_defs)
+    resources = {"trainer": TrainerResource(), "serving": VllmServingResource(url="http://127.0.0.1:9"),
+                 "tracking": NoTrackingResource(), **(resources or {})}
+    return dg.Definitions.merge(dg.Definitions(assets=assets, resources=resources), automation_defs)
 
 
 def _partitioned_stand_in(name: str, deps: list[str], gate_passes: bool) -> dg.AssetsDefinition:

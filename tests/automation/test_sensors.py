@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from qlora_assets.automation.sensors import config_change_sensor, training_data_sensor
-from resources.trainer import TrainerResource
+from resources.trainer import trainer_on_this_host
 from tests.support.automation_graph import stand_in_graph
 
 GRAPH = stand_in_graph()
@@ -33,10 +33,10 @@ def data_dir(tmp_path, monkeypatch):
 
 
 def tick(sensor, instance, cursor=None):
-    return sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor, definitions=GRAPH,
-                                resources={"trainer": TrainerResource()})
-    )
+    # The trainer nests its Pipes client as a resource, so the context is opened as a context manager.
+    with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor, definitions=GRAPH,
+                                 resources={"trainer": trainer_on_this_host()}) as context:
+        return sensor.evaluate_tick(context)
 
 
 def with_base_model(instance):

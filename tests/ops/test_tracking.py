@@ -13,7 +13,7 @@ from qlora_assets.automation.tracking_sensor import experiment_tracking_sensor
 from qlora_assets.training.assets import qlora_adapter
 from resources.serving import VllmServingResource
 from resources.tracking import MlflowTrackingResource
-from resources.trainer import TrainerResource
+from resources.trainer import trainer_on_this_host
 from resources.warehouse import WarehouseResource
 from tests.ops.conftest import API_KEY
 from tests.support.training import fast_config, write_split
@@ -29,7 +29,7 @@ def trained(tiny_base, tmp_path_factory):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("domain", [DOMAIN])
         result = dg.materialize([qlora_adapter], instance=instance, partition_key=DOMAIN,
-                                resources={"trainer": TrainerResource(config=str(config)),
+                                resources={"trainer": trainer_on_this_host(str(config)),
                                            "warehouse": WarehouseResource()})
         assert result.success
         yield instance, result

@@ -10,7 +10,7 @@ from qlora_assets.automation.jobs import DOMAIN_ASSETS
 from qlora_assets.partitions import domain_partitions
 from resources.serving import VllmServingResource
 from resources.tracking import NoTrackingResource
-from resources.trainer import TrainerResource
+from resources.trainer import trainer_on_this_host
 
 
 def stand_in_graph(gate_passes: bool = True, resources: dict | None = None) -> dg.Definitions:
@@ -32,7 +32,7 @@ def stand_in_graph(gate_passes: bool = True, resources: dict | None = None) -> d
             deps.append("base_model")
         assets.append(_partitioned_stand_in(name, deps, gate_passes))
         upstream = name
-    resources = {"trainer": TrainerResource(), "serving": VllmServingResource(url="http://127.0.0.1:9"),
+    resources = {"trainer": trainer_on_this_host(), "serving": VllmServingResource(url="http://127.0.0.1:9"),
                  "tracking": NoTrackingResource(), **(resources or {})}
     return dg.Definitions.merge(dg.Definitions(assets=assets, resources=resources), automation_defs)
 

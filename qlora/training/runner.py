@@ -25,9 +25,7 @@ from qlora.core.paths import paths
 from qlora.training import sft
 from qlora.training.config import QLoRAConfig
 from qlora.training.costs import price_run
-from qlora.training.oom import InjectedOOM, next_rung
-
-LADDER_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "r", "lora_alpha")
+from qlora.training.oom import InjectedOOM, apply_settings, ladder_settings, next_rung
 
 
 def file_sha256(path: Path) -> str:
@@ -52,20 +50,51 @@ def peak_memory_gib() -> float:
 class _Ladder:
     """The ladder's state, persisted so a killed run resumes on the same rung."""
 
-    def __init__(self, path: Path, config: QLoRAConfig):
+    def __init__(self, path: Path, config: QLoRAConfig, num_layers: int | None):
         self.path = path
         state = json.loads(path.read_text()) if path.is_file() else {}
-        self.settings = state.get("settings") or {k: getattr(config, k) for k in LADDER_KEYS}
+        self.settings = state.get("settings") or ladder_settings(config)
         self.rungs: list[dict] = state.get("rungs", [])
+        self.has_speed, self.num_layers = config.speed is not None, num_layers
 
     def climb(self, error: BaseException, step: int) -> bool:
-        found = next_rung(self.settings)
+        found = next_rung(self.settings, self.has_speed, self.num_layers)
         if found is None:
             return False
         self.settings, record = found
         self.rungs.append({**record, "at_step": step, "error": str(error)[:300]})
         self.path.write_text(json.dumps({"settings": self.settings, "rungs": self.rungs}, indent=2))
         return True
+
+
+def shape_aware(config: QLoRAConfig, base_path: Path, log):
+    """Resolve `auto` speed settings for this base's shape and this GPU; predict the peak.
+
+    Returns (config, choice or None, shape or None). Without CUDA or a Llama config.json the
+    config runs as written, an `auto` recompute count meaning all layers.
+    """
+    from qlora.training.calibration import gpu_key, load_calibration
+    from qlora.training.memory import Shape, canonical
+    from qlora.training.profile_choice import resolve_speed
+
+    config_json = base_path / "config.json"
+    try:
+        shape = canonical(Shape.from_hf_config(json.loads(config_json.read_text()), str(config_json)))
+    except (OSError, ValueError):
+        shape = None
+    if shape is None or not torch.cuda.is_available():
+        speed = config.speed
+        if speed is not None and speed.is_auto:
+            update = {k: None for k in ("max_tokens_per_batch", "checkpoint_layers") if getattr(speed, k) == "auto"}
+            config = config.model_copy(update={"speed": speed.model_copy(update=update)})
+        return config, None, shape
+    gpu = torch.cuda.get_device_name()
+    memory_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    config, choice = resolve_speed(config, shape, load_calibration(paths().config_dir, gpu), memory_gib, gpu_key(gpu))
+    log(f"profile for {shape.name} on {gpu} ({memory_gib:.0f} GiB): micro-batch {choice.micro_batch_tokens} tokens, "
+        f"{choice.recomputed_layers}/{shape.layers} layers recomputed, predicted peak {choice.predicted_peak_gib} GiB "
+        f"(budget {choice.budget_gib}), predicted {choice.predicted_tokens_per_second} tokens/s ({choice.basis})")
+    return config, choice, shape
 
 
 def _attempt(config, rows, eval_rows, base_path, checkpoint_dir, attempt, log) -> dict:
@@ -148,10 +177,11 @@ def run_training(
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = sft.read_messages_jsonl(data_path)
     eval_rows = sft.read_messages_jsonl(eval_path) if eval_path else []
-    ladder = _Ladder(output_dir / "ladder.json", config)
+    config, choice, shape = shape_aware(config, base_path, log)
+    ladder = _Ladder(output_dir / "ladder.json", config, shape.layers if shape else None)
     wall_started = time.monotonic()
     while True:
-        attempt_config = config.model_copy(update=ladder.settings)
+        attempt_config = apply_settings(config, ladder.settings)
         checkpoint_dir = output_dir / "checkpoints" / f"attempt-{len(ladder.rungs)}"
         try:
             result = _attempt(attempt_config, rows, eval_rows, base_path, checkpoint_dir, len(ladder.rungs), log)
@@ -177,13 +207,17 @@ def run_training(
         "config": attempt_config.model_dump(),
         "oom_ladder": ladder.rungs,
         "trainable_params": result["metrics"]["trainable_params"],
-        "metrics": {**result["metrics"], "wall_seconds": round(wall, 2)},
+        "metrics": {**result["metrics"], "wall_seconds": round(wall, 2),
+                    "predicted_peak_gib": choice.predicted_peak_gib if choice else None},
+        "profile_choice": choice.as_dict() if choice else None,
         "cost": price_run(wall, config.cost_instance, costs_file,
                           gpus_used=trainer.args.world_size if torch.cuda.is_available() else 0),
     }
     (output_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     (output_dir / "ladder.json").unlink(missing_ok=True)
+    if choice is not None:
+        log(f"peak memory: predicted {choice.predicted_peak_gib} GiB, measured {result['metrics']['peak_memory_gib']} GiB")
     log(f"adapter written to {output_dir}: loss {manifest['metrics']['loss_curve'][:1]} -> "
         f"{manifest['metrics']['loss_curve'][-1:]}, {manifest['metrics']['tokens_per_second']} tokens/s")
     return manifest

@@ -67,7 +67,7 @@ def build_nf4_llama(shape: dict, device: str, seed: int = 0, on_layer=None) -> L
 
     Built one decoder layer at a time: a layer is materialised in bf16 on `device`, quantised, and
     only then is the next one made, so the peak is the NF4 model plus one bf16 layer.
-    `on_layer(index)` is called after each layer is quantised (the tests watch the order).
+    `on_layer(index, model)` is called after each layer is quantised (the tests watch the order).
     """
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
@@ -94,7 +94,7 @@ def build_nf4_llama(shape: dict, device: str, seed: int = 0, on_layer=None) -> L
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
             if on_layer is not None:
-                on_layer(index)
+                on_layer(index, model)
     finally:
         torch.set_default_dtype(previous)
     # What transformers' bnb quantizer sets, and what peft checks to pick its 4-bit LoRA layers.

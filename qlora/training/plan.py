@@ -120,7 +120,9 @@ def cost_table(calibration: dict | None, rows: int = 10_000, mean_tokens: int = 
     table = []
     for shape_name, method, gpus_label, gpus, hours, usd_per_hour, usd in SEED_COST_TABLE:
         shape = KNOWN_SHAPES[shape_name]
-        points = [p for p in (calibration or {}).get("points", []) if p["shape"] == shape_name and p["recipe"] == "fast"]
+        card_gib = 35.0 if "40GB" in gpus_label else 75.0  # the seed's card, less the 5 GiB margin
+        points = [p for p in (calibration or {}).get("points", []) if p["shape"] == shape_name and p["recipe"] == "fast"
+                  and (method.startswith("Full") or p["peak_allocated_gib"] <= card_gib)]
         best = max(points, key=lambda p: p["tokens_per_s"], default=None)
         row = {"model": shape_name, "method": method, "gpus": gpus_label, "seed_hours": hours, "seed_usd": usd,
                "seed_usd_month": round(usd * WEEKS_PER_MONTH)}

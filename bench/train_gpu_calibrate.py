@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qlora.training.calibration import BENCH_SHAPES, fit_memory_model, fit_throughput_model  # noqa: E402
+from qlora.training.calibration import BENCH_SHAPES  # noqa: E402
+from qlora.training.calibration_fit import fit_memory_model, fit_throughput_model  # noqa: E402
 from qlora.training.memory import KNOWN_SHAPES  # noqa: E402
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from qlora.training.calibration import load_calibration
 from qlora.training.config import QLoRAConfig
 from qlora.training.memory import KNOWN_SHAPES, PROFILE_SHAPES, Shape, canonical
-from qlora.training.profile_choice import BF16_PEAK_FLOPS, choose, recipe_and_loss, resolve_speed
+from qlora.training.profile_choice import BF16_PEAK_FLOPS, predict, recipe_and_loss, resolve_speed
 
 WEEKS_PER_MONTH = 52 / 12
 
@@ -76,8 +76,6 @@ def plan(config: QLoRAConfig, rows: int, mean_tokens: int, costs_file: Path, con
     tps, basis = (tokens_per_second, "given") if tokens_per_second else throughput(calibration, shape, resolved, choice, gpu)
     tokens = rows * min(mean_tokens, config.max_length) * config.num_train_epochs
     seconds = tokens / tps if tps else None
-    from qlora.training.profile_choice import predict
-
     return {
         "shape": shape.name,
         "gpu": gpu,

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qlora.core.paths import REPO_ROOT
-from qlora.training.calibration import fit_memory_model, load_calibration, setup_of, shape_of
+from qlora.training.calibration import load_calibration, setup_of, shape_of
+from qlora.training.calibration_fit import fit_memory_model
 from qlora.training.config import load_config
 from qlora.training.memory import GIB, KNOWN_SHAPES, Setup, memory_terms, predict_peak_gib
 from qlora.training.profile_choice import choose, resolve_speed

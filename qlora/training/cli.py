@@ -55,7 +55,7 @@ def plan(
     typer.echo(f"trainable params: {result['trainable_params']:,} || all params: {result['all_params']:,} "
                f"|| trainable%: {result['trainable_pct']}")
     typer.echo(f"choice: micro-batch {choice['micro_batch_tokens']} tokens "
-               f"({result['micro_batch']['per_device_train_batch_size']} rows x "
+               f"({result['micro_batch']['per_device_train_batch_size']} packed row(s) x "
                f"{result['micro_batch']['gradient_accumulation_steps']} accumulated), "
                f"{choice['recomputed_layers']} layers recomputed; budget {choice['budget_gib']} GiB"
                f"{'' if choice['fits'] else ' -- DOES NOT FIT: the OOM ladder will step down'}")

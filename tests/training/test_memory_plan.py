@@ -135,3 +135,13 @@ def test_plan_rejects_an_unknown_model_naming_it():
 
     result = CliRunner().invoke(app, ["plan", "--config", str(CONFIGS / "qlora" / "llama3-8b.yaml"), "--model", "gpt-9"])
     assert result.exit_code == 2 and "gpt-9" in result.output
+
+
+def test_run_without_cuda_keeps_the_config_and_auto_means_all_layers(tiny_base):
+    from qlora.training.runner import shape_aware
+
+    config = FAST.model_copy(update={"base_profile": "tiny"})
+    resolved, choice, shape = shape_aware(config, tiny_base, log=lambda message: None)
+    assert choice is None and shape is not None and shape.layers == 2  # the tiny base's config.json was read
+    assert resolved.speed.checkpoint_layers is None and resolved.speed.max_tokens_per_batch is None
+    assert resolved.per_device_train_batch_size == FAST.per_device_train_batch_size

@@ -30,7 +30,10 @@ def apply_settings(config, settings: dict):
     """The config with the ladder's settings (speed.checkpoint_layers inside the speed block)."""
     flat = {k: v for k, v in settings.items() if k != "checkpoint_layers"}
     if config.speed is not None:
-        flat["speed"] = config.speed.model_copy(update={"checkpoint_layers": settings.get("checkpoint_layers")})
+        update = {"checkpoint_layers": settings.get("checkpoint_layers")}
+        if isinstance(config.speed.max_tokens_per_batch, int):  # a packed micro-batch: rows x max_length
+            update["max_tokens_per_batch"] = settings["per_device_train_batch_size"] * settings["max_length"]
+        flat["speed"] = config.speed.model_copy(update=update)
     return config.model_copy(update=flat)
 
 

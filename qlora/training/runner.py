@@ -177,6 +177,7 @@ def run_training(
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = sft.read_messages_jsonl(data_path)
     eval_rows = sft.read_messages_jsonl(eval_path) if eval_path else []
+    given = config  # the manifest's config_hash is the config as written (the run key's), auto and all
     config, choice, shape = shape_aware(config, base_path, log)
     ladder = _Ladder(output_dir / "ladder.json", config, shape.layers if shape else None)
     wall_started = time.monotonic()
@@ -203,7 +204,7 @@ def run_training(
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "base": {"path": str(base_path), "fingerprint": base_fingerprint(base_path), "profile": config.base_profile},
         "data": {"path": str(data_path), "sha256": file_sha256(data_path), "rows": len(rows), "eval_rows": len(eval_rows)},
-        "config_hash": config.config_hash(),
+        "config_hash": given.config_hash(),
         "config": attempt_config.model_dump(),
         "oom_ladder": ladder.rungs,
         "trainable_params": result["metrics"]["trainable_params"],

@@ -144,3 +144,21 @@ def test_bad_training_row_names_file_line_and_field(tmp_path):
     data.write_text(json.dumps({"messages": toy_messages(1)[0]}) + "\n" + json.dumps({"text": "x"}) + "\n")
     with pytest.raises(ValueError, match=r"train.jsonl line 2: field `messages`"):
         read_messages_jsonl(data)
+
+
+def test_ladder_settings_round_trip_through_the_speed_block():
+    from qlora.training.oom import apply_settings, ladder_settings, next_rung
+
+    config = load_config(REPO_ROOT / "configs" / "qlora" / "llama3-8b-fast.yaml")
+    config = config.model_copy(update={"speed": config.speed.model_copy(update={"max_tokens_per_batch": 8192,
+                                                                                "checkpoint_layers": 30})})
+    settings = ladder_settings(config)
+    settings, first = next_rung(settings, has_speed=True, num_layers=32)
+    settings, second = next_rung(settings, has_speed=True, num_layers=32)
+    settings, third = next_rung(settings, has_speed=True, num_layers=32)
+    assert [first["rung"], second["rung"], third["rung"]] == ["recompute_more_layers", "recompute_more_layers",
+                                                              "halve_micro_batch"]
+    applied = apply_settings(config, settings)
+    assert applied.speed.checkpoint_layers is None  # all 32
+    assert (applied.per_device_train_batch_size, applied.gradient_accumulation_steps) == (1, 32)
+    assert applied.speed.max_tokens_per_batch == 4096 and applied.speed.fused_lora

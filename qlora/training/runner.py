@@ -57,7 +57,7 @@ class _Ladder:
         self.rungs: list[dict] = state.get("rungs", [])
         self.has_speed, self.num_layers = config.speed is not None, num_layers
 
-    def climb(self, error: BaseException, step: int) -> bool:
+    def climb(self, error: BaseException | str, step: int) -> bool:
         found = next_rung(self.settings, self.has_speed, self.num_layers)
         if found is None:
             return False
@@ -97,6 +97,12 @@ def shape_aware(config: QLoRAConfig, base_path: Path, log):
     return config, choice, shape
 
 
+def free_accelerator_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _attempt(config, rows, eval_rows, base_path, checkpoint_dir, attempt, log) -> dict:
     from datasets import Dataset
     from trl import SFTTrainer
@@ -125,15 +131,18 @@ def _attempt(config, rows, eval_rows, base_path, checkpoint_dir, attempt, log) -
     if resume_from:
         tokens_before = json.loads((Path(resume_from) / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
     started = time.monotonic()
+    oom = None
     try:
         output = trainer.train(resume_from_checkpoint=resume_from)
     except torch.OutOfMemoryError as exc:
-        exc.qlora_step = trainer.state.global_step
+        # A fresh exception without the failed step's frames: its traceback would keep the model and
+        # the activations alive (a reference cycle), and the next rung would start out of memory.
+        oom = torch.OutOfMemoryError(str(exc))
+        oom.qlora_step = trainer.state.global_step
+    if oom is not None:
         del trainer, model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        raise
+        free_accelerator_memory()
+        raise oom
     seconds = time.monotonic() - started
     tokens = trainer.state.num_input_tokens_seen - tokens_before
     losses = [[e["step"], round(e["loss"], 5)] for e in trainer.state.log_history if "loss" in e]
@@ -187,12 +196,13 @@ def run_training(
         try:
             result = _attempt(attempt_config, rows, eval_rows, base_path, checkpoint_dir, len(ladder.rungs), log)
             break
-        except torch.OutOfMemoryError as exc:
-            step = getattr(exc, "qlora_step", -1)
-            if not config.oom_ladder or not ladder.climb(exc, step):
-                raise RuntimeError(f"out of memory at step {step} and the OOM ladder is exhausted "
-                                   f"(rungs tried: {[r['rung'] for r in ladder.rungs]}): {exc}") from exc
-            log(f"OOM at step {step}: applying ladder rung {ladder.rungs[-1]}")
+        except torch.OutOfMemoryError as exc:  # also while loading: step -1
+            step, message = getattr(exc, "qlora_step", -1), str(exc)
+        free_accelerator_memory()  # after the except block, so the exception's frames are gone too
+        if not config.oom_ladder or not ladder.climb(message, step):
+            raise RuntimeError(f"out of memory at step {step} and the OOM ladder is exhausted "
+                               f"(rungs tried: {[r['rung'] for r in ladder.rungs]}): {message}")
+        log(f"OOM at step {step}: applying ladder rung {ladder.rungs[-1]}")
     trainer = result["trainer"]
     if not trainer.accelerator.is_main_process:
         return {}

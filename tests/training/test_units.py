@@ -162,3 +162,27 @@ def test_ladder_settings_round_trip_through_the_speed_block():
     assert applied.speed.checkpoint_layers is None  # all 32
     assert (applied.per_device_train_batch_size, applied.gradient_accumulation_steps) == (1, 32)
     assert applied.speed.max_tokens_per_batch == 4096 and applied.speed.fused_lora
+
+
+def test_an_out_of_memory_attempt_leaves_no_frames_holding_the_model(tiny_base, tmp_path, monkeypatch):
+    """The OOM that leaves an attempt must not carry the failed step's frames: on a GPU they hold the
+    model and the activations, and the next rung would start out of memory (found on a 70B run)."""
+    import torch
+
+    from qlora.training.runner import _attempt
+    from qlora.training.sft import read_messages_jsonl
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in toy_messages(8)))
+    config = load_config(fast_config(tmp_path, per_device_train_batch_size=2, max_steps=3, r=16))
+    monkeypatch.setenv("QLORA_INJECT_OOM_AT_STEP", "1")
+    with pytest.raises(torch.OutOfMemoryError) as caught:
+        _attempt(config, read_messages_jsonl(data), [], tiny_base, tmp_path / "ckpt", 0, log=lambda m: None)
+    error = caught.value
+    assert error.qlora_step == 1 and error.__context__ is None and error.__cause__ is None
+    frames = []
+    tb = error.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert frames[-1] == "_attempt" and "train" not in frames  # nothing below the attempt itself

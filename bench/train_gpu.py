@@ -6,6 +6,11 @@ peak GPU memory, step time, MFU and the per-step loss. Run on an H200:
 
     python3 bench/train_gpu.py --out results/            # one GPU, every variant
     accelerate launch --num_processes 2 bench/train_gpu.py --variants fast-full,fast-mix --out results/
+    python3 bench/train_gpu.py --shape 70b --variants seed-full,fast-mb4096-ck56-full --steps 3 --warmup-steps 1 --out r/
+
+A variant named `fast-mb<M>-ck<R>-<data>` is the profile with M-token micro-batches and R
+recomputed layers (the memory model's calibration points); `seed-chunkedloss-<data>` is the seed
+recipe with the loss computed chunk by chunk, as TRL does (the entrypoint's seed memory).
 
 `--shape tiny --device cpu` runs the same code on a 2-layer model (the tests' smoke run).
 """
@@ -14,18 +19,21 @@ from __future__ import annotations
 
 import argparse
 import gc
+import re
 import json
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.train_gpu_model import LLAMA31_8B, TARGET_MODULES, TINY, build_nf4_llama, flops_per_token, restore_bf16  # noqa: E402
+from bench.train_gpu_model import (  # noqa: E402
+    LLAMA31_8B, LLAMA31_70B, TARGET_MODULES, TINY, build_nf4_llama, flops_per_token, restore_bf16,
+)
 from bench.train_gpu_runs import (  # noqa: E402
     STEP_TOKENS, adapter_format, label_count, machine_info, make_examples, plan_batches, self_check, summary_row,
 )
@@ -34,7 +42,8 @@ from qlora.training.fast.loss import FusedLossCausalLM  # noqa: E402
 
 H200_BF16_PEAK = 989e12
 ROWS = 4  # the seed's per_device_train_batch_size
-WARMUP_STEPS = 2
+WARMUP_STEPS = 2  # --warmup-steps
+SHAPES = {"8b": LLAMA31_8B, "70b": LLAMA31_70B, "tiny": TINY}
 SEED_CHECKPOINT = {"use_reentrant": False}
 
 
@@ -44,22 +53,40 @@ class Variant:
     data: str  # "full" (4096-token rows), "mix" (100..4096 tokens, mean ~600), "learn" (full, learnable)
     steps: int
     seed_recipe: bool = False  # peft's prepare_model_for_kbit_training + HF loss, padded rows
+    chunked_seed_loss: bool = False  # the seed recipe with the loss chunk by chunk (TRL's memory)
     speed: SpeedConfig = SpeedConfig()
     lora_dropout: float = 0.05  # 0 in the deterministic same-math pairs
     dropout_seed: int | None = None  # other dropout draws, same init: the seed's own run-to-run spread
 
 
+def with_(speed: SpeedConfig, **changes) -> SpeedConfig:
+    return speed.model_copy(update=changes)
+
+
+SWEEP_NAME = re.compile(r"fast-mb(?P<mb>\d+)-ck(?P<ck>\d+)-(?P<data>full|mix|learn)$")
+
+
+def named_variant(name: str, fast: SpeedConfig, steps: int) -> Variant | None:
+    """`fast-mb<M>-ck<R>-<data>` and `seed-chunkedloss-<data>`, built from the name."""
+    if match := SWEEP_NAME.match(name):
+        speed = with_(fast, max_tokens_per_batch=int(match["mb"]), checkpoint_layers=int(match["ck"]))
+        return Variant(name, match["data"], steps, speed=speed)
+    if match := re.match(r"seed-chunkedloss-(full|mix|learn)$", name):
+        return Variant(name, match[1], steps, seed_recipe=True, chunked_seed_loss=True)
+    return None
+
+
 def variants(fast: SpeedConfig, steps: int, lever_steps: int) -> list[Variant]:
     """The ladder adds one lever at a time; Liger patches stay once applied, so order matters."""
     lean = SpeedConfig(fp32_upcast=False)
-    fused_ce = replace(lean, fused_loss=True)
-    liger = replace(fused_ce, liger_kernels=True)
-    packed = replace(liger, packing=True)
-    micro = replace(packed, max_tokens_per_batch=4096)
+    fused_ce = with_(lean, fused_loss=True)
+    liger = with_(fused_ce, liger_kernels=True)
+    packed = with_(liger, packing=True)
+    micro = with_(packed, max_tokens_per_batch=4096)
     # The previous default (4096-token micro-batches, cuDNN, no recomputation), spelled out so that
     # these variants keep their meaning whatever the profile file now says.
-    unfused = replace(micro, cudnn_attention=True, checkpoint_layers=0)
-    fused_lora = replace(unfused, fused_lora=True)
+    unfused = with_(micro, cudnn_attention=True, checkpoint_layers=0)
+    fused_lora = with_(unfused, fused_lora=True)
     return [
         Variant("seed-full", "full", steps, seed_recipe=True),
         Variant("seed-mix", "mix", steps, seed_recipe=True),
@@ -71,21 +98,21 @@ def variants(fast: SpeedConfig, steps: int, lever_steps: int) -> list[Variant]:
         Variant("fast-mix", "mix", steps, speed=fast),
         Variant("liger-mix", "mix", lever_steps, speed=liger),
         Variant("packed-full", "full", lever_steps, speed=packed),
-        Variant("budget16k-mix", "mix", lever_steps, speed=replace(packed, max_tokens_per_batch=16384)),
-        Variant("budget32k-mix", "mix", lever_steps, speed=replace(packed, max_tokens_per_batch=32768)),
-        Variant("ckpt16-full", "full", lever_steps, speed=replace(packed, checkpoint_layers=16)),
+        Variant("budget16k-mix", "mix", lever_steps, speed=with_(packed, max_tokens_per_batch=16384)),
+        Variant("budget32k-mix", "mix", lever_steps, speed=with_(packed, max_tokens_per_batch=32768)),
+        Variant("ckpt16-full", "full", lever_steps, speed=with_(packed, checkpoint_layers=16)),
         Variant("micro4k-ckpt-full", "full", lever_steps, speed=micro),
-        Variant("micro4k-nockpt-full", "full", lever_steps, speed=replace(micro, checkpoint_layers=0)),
-        Variant("micro4k-ckpt8-full", "full", lever_steps, speed=replace(unfused, checkpoint_layers=8)),
-        Variant("compile-full", "full", lever_steps, speed=replace(fast, compile=True)),
+        Variant("micro4k-nockpt-full", "full", lever_steps, speed=with_(micro, checkpoint_layers=0)),
+        Variant("micro4k-ckpt8-full", "full", lever_steps, speed=with_(unfused, checkpoint_layers=8)),
+        Variant("compile-full", "full", lever_steps, speed=with_(fast, compile=True)),
         # The fused LoRA lever, against the profile without it, and what recomputing a few layers buys.
         Variant("unfused-full", "full", steps, speed=unfused),
         Variant("fused-full", "full", steps, speed=fused_lora),
         Variant("fused-mix", "mix", steps, speed=fused_lora),
         Variant("unfused-mix", "mix", steps, speed=unfused),
-        Variant("fused-8k-full", "full", steps, speed=replace(fused_lora, max_tokens_per_batch=8192)),
-        Variant("fused-8k-ckpt8-full", "full", lever_steps, speed=replace(fused_lora, max_tokens_per_batch=8192, checkpoint_layers=8)),
-        *[Variant(f"fused-ckpt{n}-full", "full", lever_steps, speed=replace(fused_lora, checkpoint_layers=n)) for n in (2, 4, 6, 8)],
+        Variant("fused-8k-full", "full", steps, speed=with_(fused_lora, max_tokens_per_batch=8192)),
+        Variant("fused-8k-ckpt8-full", "full", lever_steps, speed=with_(fused_lora, max_tokens_per_batch=8192, checkpoint_layers=8)),
+        *[Variant(f"fused-ckpt{n}-full", "full", lever_steps, speed=with_(fused_lora, checkpoint_layers=n)) for n in (2, 4, 6, 8)],
         # Same math on a loss that falls: with the seed's dropout, and without (deterministic).
         Variant("seed-learn", "learn", steps, seed_recipe=True),
         Variant("seed-learn-reseed", "learn", steps, seed_recipe=True, dropout_seed=99),
@@ -131,7 +158,8 @@ def _train(peft_model, variant: Variant, examples, shape: dict, accelerator, arg
     device = accelerator.device
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     lora_params = sum(p.numel() for p in trainable)
-    module = FusedLossCausalLM(peft_model) if variant.speed.fused_loss else peft_model
+    chunked = variant.speed.fused_loss or variant.chunked_seed_loss
+    module = FusedLossCausalLM(peft_model, chunked_only=variant.chunked_seed_loss) if chunked else peft_model
     if accelerator.num_processes > 1:
         # Every rank built the same frozen base from the same seed: broadcast only the adapters.
         frozen = [name for name, p in module.named_parameters() if not p.requires_grad]
@@ -177,6 +205,10 @@ def _train(peft_model, variant: Variant, examples, shape: dict, accelerator, arg
         flops.append(step_flops)
     result = _summarise(variant, losses, times, tokens, flops, lora_params, accelerator, device)
     result["micro_batches_per_step"] = sum(len(m) for m in steps) / len(steps)
+    result["max_micro_batch_tokens"] = max(sum(lengths) for step in steps for _, lengths in step)
+    layers = peft_model.get_base_model().model.layers
+    result["checkpointed_layers"] = sum(bool(getattr(layer, "gradient_checkpointing", False)) for layer in layers)
+    result["shape"] = args.shape
     if args.adapter_dir and variant.name == "fast-full" and accelerator.is_main_process:
         target = Path(args.adapter_dir) / f"{variant.name}-{accelerator.num_processes}gpu"
         peft_model.save_pretrained(str(target))
@@ -249,7 +281,8 @@ def _summarise(variant, losses, times, tokens, flops, lora_params, accelerator, 
         "variant": variant.name,
         "data": variant.data,
         "gpus": world,
-        "speed": asdict(variant.speed) if not variant.seed_recipe else "seed",
+        "speed": variant.speed.model_dump() if not variant.seed_recipe else "seed",
+        "recipe": "seed-chunkedloss" if variant.chunked_seed_loss else "seed" if variant.seed_recipe else "fast",
         "steps": len(times),
         "timed_steps": len(times[timed]),
         "step_time_s": seconds / max(len(times[timed]), 1),
@@ -264,8 +297,10 @@ def _summarise(variant, losses, times, tokens, flops, lora_params, accelerator, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    global WARMUP_STEPS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=["8b", "tiny"], default="8b")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="8b")
+    parser.add_argument("--warmup-steps", type=int, default=WARMUP_STEPS, help="untimed steps at each variant's start")
     parser.add_argument("--variants", default="all", help="comma-separated names, or 'all'")
     parser.add_argument("--config", default="configs/qlora/llama3-8b-fast.yaml", help="profile with the speed: block")
     parser.add_argument("--steps", type=int, default=20, help="steps of the seed/fast variants (loss curve)")
@@ -279,33 +314,41 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
     from accelerate import Accelerator
 
+    WARMUP_STEPS = args.warmup_steps
     started = time.perf_counter()
     accelerator = Accelerator()
-    shape = LLAMA31_8B if args.shape == "8b" else TINY
+    shape = SHAPES[args.shape]
     with open(args.config, encoding="utf-8") as handle:
         fast = SpeedConfig.from_mapping(yaml.safe_load(handle).get("speed"), source=f"{args.config}: speed")
+    if fast.is_auto:  # the bench measures fixed settings; a variant name spells them out
+        fast = with_(fast, max_tokens_per_batch=8192, checkpoint_layers=2)
     chosen = variants(fast, args.steps, args.lever_steps)
-    if args.shape == "tiny":  # rows are 32x shorter, so are the token budgets
-        chosen = [replace(v, speed=replace(v.speed, max_tokens_per_batch=v.speed.max_tokens_per_batch // 32))
-                  if v.speed.max_tokens_per_batch else v for v in chosen]
     if args.variants != "all":
         wanted = args.variants.split(",")
-        unknown = set(wanted) - {v.name for v in chosen}
+        known = {v.name: v for v in chosen}
+        chosen = [known.get(name) or named_variant(name, fast, args.steps) for name in wanted]
+        unknown = [name for name, v in zip(wanted, chosen) if v is None]
         if unknown:
             parser.error(f"unknown variants: {sorted(unknown)}")
-        chosen = [v for v in chosen if v.name in wanted]
+    if args.shape == "tiny":  # rows are 32x shorter, so are the token budgets
+        chosen = [replace(v, speed=with_(v.speed, max_tokens_per_batch=v.speed.max_tokens_per_batch // 32))
+                  if v.speed.max_tokens_per_batch else v for v in chosen]
     if args.profile:  # an extra short run, so the profiler's overhead stays out of the measured ones
         profiled = next(v for v in variants(fast, args.steps, args.lever_steps) if v.name == args.profile)
         chosen.append(replace(profiled, name=f"{args.profile}-profiled", steps=WARMUP_STEPS + 1))
     if accelerator.device.type != "cuda":  # Liger's kernels are Triton/CUDA: the CPU smoke run goes without
-        chosen = [replace(v, speed=replace(v.speed, liger_kernels=False, compile=False)) for v in chosen]
+        chosen = [replace(v, speed=with_(v.speed, liger_kernels=False, compile=False)) for v in chosen]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{args.shape}-{accelerator.num_processes}gpu"
-    report = {"machine": machine_info(accelerator), "shape": args.shape, "argv": sys.argv, "results": []}
+    report = {"machine": machine_info(accelerator), "shape": args.shape, "shape_config": shape, "argv": sys.argv,
+              "date": time.strftime("%Y-%m-%d"), "warmup_steps": WARMUP_STEPS, "results": []}
     report["self_check"] = self_check(accelerator.device)
     base = build_nf4_llama(shape, str(accelerator.device))
     report["build_s"] = time.perf_counter() - started
+    if accelerator.device.type == "cuda":  # the NF4 model alone: the memory model's weights term
+        report["base_allocated_gib"] = torch.cuda.memory_allocated(accelerator.device) / 2**30
+        report["build_peak_gib"] = torch.cuda.max_memory_allocated(accelerator.device) / 2**30
     examples = {kind: make_examples(kind, shape, args.shape == "tiny") for kind in ("full", "mix", "learn")}
     report["mix_mean_tokens"] = sum(len(e["input_ids"]) for e in examples["mix"]) / len(examples["mix"])
     for variant in chosen:

@@ -46,8 +46,12 @@ def summary(manifest: dict) -> dict:
     m = manifest["metrics"]
     keys = ("device", "world_size", "global_step", "train_tokens", "tokens_per_second", "steady_tokens_per_second",
             "seconds_per_step", "peak_memory_gib", "peak_reserved_gib", "trainable_params", "wall_seconds")
+    config = manifest.get("config") or {}
     return {**{k: m.get(k) for k in keys}, "loss_first": m["loss_curve"][0][1], "loss_last": m["loss_curve"][-1][1],
-            "loss_curve": m["loss_curve"]}
+            "loss_curve": m["loss_curve"], "predicted_peak_gib": m.get("predicted_peak_gib"),
+            "profile_choice": manifest.get("profile_choice"), "speed": config.get("speed"),
+            "resolved_batch": config.get("per_device_train_batch_size"),
+            "resolved_grad_accum": config.get("gradient_accumulation_steps")}
 
 
 def adapter_files(output: Path) -> dict:
@@ -90,7 +94,7 @@ def build_random_8b(target: Path, tokenizer_from: Path) -> float:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from qlora.training.plan import LLAMA31_8B_SHAPES
+    from bench.train_gpu_model import LLAMA31_8B as LLAMA31_8B_SHAPES
 
     started = time.monotonic()
     torch.manual_seed(0)
@@ -136,8 +140,9 @@ def run_8b(work: Path, tiny_base: Path, steps: int, grad_accum: int, results: di
         config.write_text(json.dumps(settings))
         output = work / f"{name}-8b"
         key = "seed_config_random_8b" if name == "llama3-8b" else f"{name}_config_random_8b"
-        results[key] = {**summary(entrypoint(config, data, output, base, gpus)), **adapter_files(output),
-                        "grad_accum": accum, "batch": settings["per_device_train_batch_size"],
+        run = summary(entrypoint(config, data, output, base, gpus))
+        results[key] = {**run, **adapter_files(output), "grad_accum": run["resolved_grad_accum"] or accum,
+                        "batch": run["resolved_batch"] or settings["per_device_train_batch_size"],
                         "max_length": settings["max_length"]}
         save()
 

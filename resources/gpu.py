@@ -50,7 +50,12 @@ class GpuLease:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"CUDA_VISIBLE_DEVICES": self.cuda_visible_devices}
+        """CUDA_VISIBLE_DEVICES, and NCCL's settings for these GPUs (qlora.training.launch.nccl_env)."""
+        if self.simulated:
+            return {"CUDA_VISIBLE_DEVICES": self.cuda_visible_devices}
+        from qlora.training.launch import nccl_env
+
+        return {"CUDA_VISIBLE_DEVICES": self.cuda_visible_devices, **nccl_env(self.devices)}
 
     def metadata(self) -> dict[str, str | float | bool]:
         return {

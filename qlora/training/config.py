@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from qlora.core.config import read_yaml_mapping
 
@@ -21,6 +21,69 @@ SEED_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_
 
 class ConfigError(ValueError):
     """A config file that does not validate; the message names file and field."""
+
+
+AUTO = "auto"
+Optimizer = Literal["paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adamw_torch", "adamw_torch_fused", "sgd"]
+Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
+Attention = Literal["sdpa", "eager", "flash_attention_2"]
+
+
+class SpeedConfig(BaseModel):
+    """The `speed:` block: the fast GPU profile's levers (qlora/training/fast), parsed once here.
+
+    `max_tokens_per_batch` and `checkpoint_layers` may be `auto`: the memory model
+    (qlora/training/memory.py, calibrated in configs/calibration/) then picks them for the model's
+    shape and the GPU's memory (`memory_budget_gib`, default the GPU's memory less a margin).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    packing: StrictBool = Field(False, description="Padding-free rows + varlen attention (no cross-contamination).")
+    max_tokens_per_batch: int | Literal["auto"] | None = Field(
+        None, description="Micro-batch by token budget instead of padded rows; auto: the memory model's choice.")
+    cudnn_attention: StrictBool = Field(False, description="Equal-length packs through cuDNN's fused attention.")
+    fused_loss: StrictBool = Field(False, description="Fused linear cross-entropy: no full fp32 logits.")
+    liger_kernels: StrictBool = Field(False, description="Liger RMSNorm, RoPE and SwiGLU kernels.")
+    fused_lora: StrictBool = Field(False, description="LoRA + dropout as one function: no dropped-out copies kept.")
+    fp32_upcast: StrictBool = Field(True, description="The seed's prepare_model_for_kbit_training fp32 casts.")
+    checkpoint_layers: int | Literal["auto"] | None = Field(
+        None, description="Decoder layers recomputed in backward (None: all); auto: the memory model's choice.")
+    compile: StrictBool = Field(False, description="torch.compile each decoder layer (regional compilation).")
+    memory_budget_gib: float | None = Field(
+        None, gt=0, description="Peak the auto choice must stay under; default: the GPU's memory less 5 GiB.")
+
+    @field_validator("max_tokens_per_batch", "checkpoint_layers", mode="before")
+    @classmethod
+    def _integer_or_auto(cls, value):
+        if value is None or value == AUTO:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"expected a non-negative integer, auto or null, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _needs_packing(self) -> "SpeedConfig":
+        if self.max_tokens_per_batch is not None and not self.packing:
+            raise ValueError("max_tokens_per_batch needs packing: true (a token budget has no padding)")
+        if self.cudnn_attention and not self.packing:
+            raise ValueError("cudnn_attention needs packing: true (it is a path of the varlen attention)")
+        return self
+
+    @property
+    def is_auto(self) -> bool:
+        return AUTO in (self.max_tokens_per_batch, self.checkpoint_layers)
+
+    @classmethod
+    def from_mapping(cls, raw: dict | None, source: str = "speed") -> "SpeedConfig":
+        """Validate a `speed:` mapping outside a QLoRAConfig; errors name `<source>.<field>`."""
+        try:
+            return cls(**dict(raw or {}))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            where = f"{source}.{field}" if field else source
+            raise ValueError(f"{where}: {_message(err)}") from None
 
 
 class QLoRAConfig(BaseModel):
@@ -33,7 +96,7 @@ class QLoRAConfig(BaseModel):
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; NF4 suits normally distributed weights.")
     bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description="Matmul dtype of the 4-bit layers.")
     bnb_4bit_use_double_quant: bool = Field(True, description="Quantise the quantisation constants too (~0.4 bit/param saved).")
-    attn_implementation: str = Field("sdpa", description="Attention kernel: sdpa, eager, flash_attention_2.")
+    attn_implementation: Attention = Field("sdpa", description="Attention kernel: sdpa, eager, flash_attention_2.")
     # LoRA
     r: int = Field(64, description="LoRA rank; must be a vLLM rank and at most the server's max_lora_rank.")
     lora_alpha: int = Field(128, description="LoRA scaling numerator (alpha/r = 2 is the seed's start).")
@@ -47,13 +110,13 @@ class QLoRAConfig(BaseModel):
     per_device_train_batch_size: int = Field(4, ge=1, description="Sequences per device per micro-batch.")
     gradient_accumulation_steps: int = Field(8, ge=1, description="Micro-batches per optimizer step.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
-    lr_scheduler_type: str = Field("cosine", description="transformers scheduler name.")
+    lr_scheduler_type: Scheduler = Field("cosine", description="transformers scheduler name.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
     max_length: int = Field(4096, ge=16, description="Tokens per sequence; longer rows are truncated.")
     bf16: bool = Field(True, description="bf16 autocast (ignored on CPUs without bf16 support).")
     gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory (~15% slower).")
     gradient_checkpointing_use_reentrant: bool = Field(False, description="Reentrant checkpointing; the seed uses non-reentrant.")
-    optim: str = Field("paged_adamw_8bit", description="Optimizer; paged AdamW 8-bit pages state to CPU under pressure.")
+    optim: Optimizer = Field("paged_adamw_8bit", description="Optimizer; paged AdamW 8-bit pages state to CPU under pressure.")
     max_grad_norm: float = Field(0.3, gt=0, description="Gradient clipping norm.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     seed: int = Field(42, description="Seed for data order, dropout and LoRA init.")
@@ -62,16 +125,20 @@ class QLoRAConfig(BaseModel):
     save_steps: int = Field(100, ge=1, description="Checkpoint every N steps; a killed run resumes from the last.")
     eval_steps: int = Field(100, ge=1, description="Evaluate every N steps when eval rows are given.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
-    oom_ladder: bool = Field(True, description="On CUDA OOM: halve batch (x2 accumulation), then max_length 2048, then r=32.")
+    oom_ladder: bool = Field(True, description="On CUDA OOM: recompute more layers, halve the micro-batch (same math), "
+                             "then max_length 2048, then r=32 (qlora/training/oom.py).")
     cost_instance: str = Field("a100-80gb-x1", description="Instance in configs/costs.yaml used to price the run.")
     # speed levers of the fast GPU profile (qlora/training/fast); null keeps the seed's path
-    speed: dict | None = Field(None, description="Speed levers (packing, Liger, casts, recomputation); see fast/levers.py.")
+    speed: SpeedConfig | None = Field(None, description="Speed levers (packing, Liger, casts, recomputation); see fast/levers.py.")
 
     @model_validator(mode="after")
-    def _speed_levers_valid(self) -> "QLoRAConfig":
-        from qlora.training.fast.trainer_hooks import check_speed
-
-        check_speed(self.speed, self.gradient_checkpointing)
+    def _speed_fits_the_trainer(self) -> "QLoRAConfig":
+        speed = self.speed
+        if speed is not None and speed.checkpoint_layers is not None and self.gradient_checkpointing:
+            raise ValueError(
+                f"speed.checkpoint_layers: {speed.checkpoint_layers} chosen layers, but gradient_checkpointing: true "
+                "makes the Trainer recompute every layer; set gradient_checkpointing: false"
+            )
         return self
 
     @field_validator("r")
@@ -119,11 +186,19 @@ def serving_max_lora_rank(config_dir: Path) -> int | None:
     return None
 
 
+def _message(err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    if err["type"] in ("bool_type", "literal_error"):
+        return f"{err['msg']} (got {err.get('input')!r})"
+    return err["msg"].removeprefix("Value error, ")
+
+
 def _describe(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid QLoRA config"]
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(config)"
-        lines.append(f"  field `{field}`: {err['msg']}")
+        lines.append(f"  field `{field}`: {_message(err)}")
     return "\n".join(lines)
 
 

@@ -1,31 +1,54 @@
-"""Price a run from configs/costs.yaml (the seed's hourly prices): GPU-seconds and USD."""
+"""Prices from configs/costs.yaml (the seed's hourly prices, and the monthly budget): GPU-seconds and USD."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from qlora.core.config import load_yaml_model
+
+RUNS_PER_MONTH_WEEKLY = 52 / 12
 
 
-def load_prices(costs_file: Path) -> dict:
-    if not costs_file.is_file():
+class Instance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    gpus: int = Field(ge=0, description="GPUs of the instance.")
+    usd_per_hour: float = Field(ge=0, description="On-demand price of the whole instance.")
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    monthly_usd: float = Field(gt=0, description="Training spend a month the platform should stay under.")
+    runs_per_month: float = Field(RUNS_PER_MONTH_WEEKLY, gt=0, description="Runs a domain gets a month (weekly: 52/12).")
+
+
+class CostsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instances: dict[str, Instance]
+    budget: Budget | None = None
+
+
+def load_costs(path: Path) -> CostsConfig:
+    return load_yaml_model(CostsConfig, path)
+
+
+def load_costs(costs_file: Path) -> CostsConfig:
+    """configs/costs.yaml as a model; errors name file, line and field."""
+    if not Path(costs_file).is_file():
         raise FileNotFoundError(f"{costs_file}: cost table not found (needs `instances: {{name: {{gpus, usd_per_hour}}}}`)")
-    data = yaml.safe_load(costs_file.read_text()) or {}
-    instances = data.get("instances")
-    if not isinstance(instances, dict) or not instances:
-        raise ValueError(f"{costs_file}: field `instances` must map instance names to {{gpus, usd_per_hour}}")
-    return instances
+    return load_yaml_model(CostsConfig, Path(costs_file))
 
 
 def price_run(wall_seconds: float, instance: str, costs_file: Path, gpus_used: int | None = None) -> dict:
     """Cost of the instance for the wall time; GPU-seconds count the GPUs the run used when known."""
-    instances = load_prices(costs_file)
+    instances = load_costs(costs_file).instances
     if instance not in instances:
         raise ValueError(f"{costs_file}: no instance `{instance}` (field cost_instance); known: {', '.join(instances)}")
     entry = instances[instance]
-    gpus = int(entry.get("gpus", 0)) if gpus_used is None else gpus_used
+    gpus = entry.gpus if gpus_used is None else gpus_used
     return {
         "instance": instance,
         "gpu_seconds": round(wall_seconds * gpus, 1),
-        "usd": round(wall_seconds / 3600.0 * float(entry["usd_per_hour"]), 4),
-        "usd_per_hour": float(entry["usd_per_hour"]),
+        "usd": round(wall_seconds / 3600.0 * entry.usd_per_hour, 4),
+        "usd_per_hour": entry.usd_per_hour,
     }

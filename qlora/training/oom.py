@@ -1,8 +1,11 @@
-"""The seed's CUDA out-of-memory ladder, and an injectable OOM to test it without a GPU.
+"""The CUDA out-of-memory ladder, and an injectable OOM to test it without a GPU.
 
-Rungs, in the seed's order (troubleshooting #1): halve the batch and double the
-accumulation (same effective batch), cap sequences at 2048 tokens, lower r to 32.
-A rung that would change nothing is skipped. Every applied rung is recorded.
+Rungs, in order; a rung that would change nothing is skipped and every applied rung is recorded:
+1. recompute more layers (`speed.checkpoint_layers` halfway to all, or gradient checkpointing on
+   for a config without it): same math, slower;
+2. halve the micro-batch and double the accumulation: same math, same tokens per update;
+then the seed's steps (troubleshooting #1), which change what is learned:
+3. cap sequences at 2048 tokens; 4. lower r to 32 (alpha scaled to keep alpha/r).
 """
 from __future__ import annotations
 
@@ -12,20 +15,65 @@ from transformers import TrainerCallback
 
 INJECT_AT_STEP_ENV = "QLORA_INJECT_OOM_AT_STEP"  # raise a fake OOM when this step ends...
 INJECT_TIMES_ENV = "QLORA_INJECT_OOM_TIMES"  # ...in this many attempts (default 1)
+# The settings the ladder may change; `checkpoint_layers` is the speed block's (None: all layers).
+LADDER_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "r", "lora_alpha",
+               "gradient_checkpointing", "checkpoint_layers")
 
 
-def next_rung(settings: dict) -> tuple[dict, dict] | None:
+def ladder_settings(config) -> dict:
+    settings = {k: getattr(config, k) for k in LADDER_KEYS if k != "checkpoint_layers"}
+    settings["checkpoint_layers"] = config.speed.checkpoint_layers if config.speed is not None else None
+    return settings
+
+
+def apply_settings(config, settings: dict):
+    """The config with the ladder's settings (speed.checkpoint_layers inside the speed block)."""
+    flat = {k: v for k, v in settings.items() if k != "checkpoint_layers"}
+    if config.speed is not None:
+        update = {"checkpoint_layers": settings.get("checkpoint_layers")}
+        if isinstance(config.speed.max_tokens_per_batch, int):  # a packed micro-batch: rows x max_length
+            update["max_tokens_per_batch"] = settings["per_device_train_batch_size"] * settings["max_length"]
+        flat["speed"] = config.speed.model_copy(update=update)
+    return config.model_copy(update=flat)
+
+
+def _recompute_more(settings: dict, has_speed: bool, num_layers: int | None) -> tuple[dict, dict] | None:
+    if not has_speed:
+        if settings["gradient_checkpointing"]:
+            return None
+        return ({**settings, "gradient_checkpointing": True},
+                {"rung": "recompute_all_layers", "gradient_checkpointing": [False, True], "changes_math": False})
+    current = settings["checkpoint_layers"]
+    if current is None or (num_layers is not None and current >= num_layers):
+        return None
+    if num_layers is None:
+        new = None  # the layer count is unknown here: recompute all of them
+    else:
+        new = current + max(1, -(-(num_layers - current) // 2))  # halve the layers that keep activations
+        new = None if new >= num_layers else new
+    return ({**settings, "checkpoint_layers": new},
+            {"rung": "recompute_more_layers", "checkpoint_layers": [current, new if new is not None else num_layers],
+             "changes_math": False})
+
+
+def next_rung(settings: dict, has_speed: bool = False, num_layers: int | None = None) -> tuple[dict, dict] | None:
     """Return (new settings, record) for the first rung that changes something, or None when exhausted."""
+    found = _recompute_more(settings, has_speed, num_layers)
+    if found is not None:
+        return found
     batch, accum = settings["per_device_train_batch_size"], settings["gradient_accumulation_steps"]
     if batch > 1:
         new = {**settings, "per_device_train_batch_size": batch // 2, "gradient_accumulation_steps": accum * 2}
-        return new, {"rung": "halve_batch", "per_device_train_batch_size": [batch, batch // 2],
-                     "gradient_accumulation_steps": [accum, accum * 2]}
+        return new, {"rung": "halve_micro_batch", "per_device_train_batch_size": [batch, batch // 2],
+                     "gradient_accumulation_steps": [accum, accum * 2], "changes_math": False}
     if settings["max_length"] > 2048:
-        return {**settings, "max_length": 2048}, {"rung": "max_length_2048", "max_length": [settings["max_length"], 2048]}
+        return ({**settings, "max_length": 2048},
+                {"rung": "max_length_2048", "max_length": [settings["max_length"], 2048], "changes_math": True})
     if settings["r"] > 32:
         alpha = settings["lora_alpha"] * 32 // settings["r"]  # keep alpha/r, the effective LR scale
-        return {**settings, "r": 32, "lora_alpha": alpha}, {"rung": "rank_32", "r": [settings["r"], 32]}
+        return ({**settings, "r": 32, "lora_alpha": alpha},
+                {"rung": "rank_32", "r": [settings["r"], 32], "lora_alpha": [settings["lora_alpha"], alpha],
+                 "changes_math": True})
     return None
 
 

@@ -27,9 +27,7 @@ from qlora.core.paths import paths
 from qlora.training import sft
 from qlora.training.config import QLoRAConfig
 from qlora.training.costs import price_run
-from qlora.training.oom import InjectedOOM, next_rung
-
-LADDER_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "r", "lora_alpha")
+from qlora.training.oom import InjectedOOM, apply_settings, ladder_settings, next_rung
 
 
 def file_sha256(path: Path) -> str:
@@ -54,20 +52,57 @@ def peak_memory_gib() -> float:
 class _Ladder:
     """The ladder's state, persisted so a killed run resumes on the same rung."""
 
-    def __init__(self, path: Path, config: QLoRAConfig):
+    def __init__(self, path: Path, config: QLoRAConfig, num_layers: int | None):
         self.path = path
         state = read_json(path, "OOM ladder state") if path.is_file() else {}
-        self.settings = state.get("settings") or {k: getattr(config, k) for k in LADDER_KEYS}
+        self.settings = state.get("settings") or ladder_settings(config)
         self.rungs: list[dict] = state.get("rungs", [])
+        self.has_speed, self.num_layers = config.speed is not None, num_layers
 
-    def climb(self, error: BaseException, step: int) -> bool:
-        found = next_rung(self.settings)
+    def climb(self, error: BaseException | str, step: int) -> bool:
+        found = next_rung(self.settings, self.has_speed, self.num_layers)
         if found is None:
             return False
         self.settings, record = found
         self.rungs.append({**record, "at_step": step, "error": str(error)[:300]})
         write_json_atomic(self.path, {"settings": self.settings, "rungs": self.rungs})  # survives a kill mid-write
         return True
+
+
+def shape_aware(config: QLoRAConfig, base_path: Path, log):
+    """Resolve `auto` speed settings for this base's shape and this GPU; predict the peak.
+
+    Returns (config, choice or None, shape or None). Without CUDA or a Llama config.json the
+    config runs as written, an `auto` recompute count meaning all layers.
+    """
+    from qlora.training.calibration import gpu_key, load_calibration
+    from qlora.training.memory import Shape, canonical
+    from qlora.training.profile_choice import resolve_speed
+
+    config_json = base_path / "config.json"
+    try:
+        shape = canonical(Shape.from_hf_config(read_json(config_json, "base model config"), str(config_json)))
+    except (OSError, ValueError):
+        shape = None
+    if shape is None or not torch.cuda.is_available():
+        speed = config.speed
+        if speed is not None and speed.is_auto:
+            update = {k: None for k in ("max_tokens_per_batch", "checkpoint_layers") if getattr(speed, k) == "auto"}
+            config = config.model_copy(update={"speed": speed.model_copy(update=update)})
+        return config, None, shape
+    gpu = torch.cuda.get_device_name()
+    memory_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    config, choice = resolve_speed(config, shape, load_calibration(paths().config_dir, gpu), memory_gib, gpu_key(gpu))
+    log(f"profile for {shape.name} on {gpu} ({memory_gib:.0f} GiB): micro-batch {choice.micro_batch_tokens} tokens, "
+        f"{choice.recomputed_layers}/{shape.layers} layers recomputed, predicted peak {choice.predicted_peak_gib} GiB "
+        f"(budget {choice.budget_gib}), predicted {choice.predicted_tokens_per_second} tokens/s ({choice.basis})")
+    return config, choice, shape
+
+
+def free_accelerator_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _attempt(config, rows, eval_rows, base_path, checkpoint_dir, attempt, log) -> dict:
@@ -98,15 +133,18 @@ def _attempt(config, rows, eval_rows, base_path, checkpoint_dir, attempt, log) -
     if resume_from:
         tokens_before = read_json(Path(resume_from) / "trainer_state.json", "trainer state").get("num_input_tokens_seen", 0)
     started = time.monotonic()
+    oom = None
     try:
         output = trainer.train(resume_from_checkpoint=resume_from)
     except torch.OutOfMemoryError as exc:
-        exc.qlora_step = trainer.state.global_step
+        # A fresh exception without the failed step's frames: its traceback would keep the model and
+        # the activations alive (a reference cycle), and the next rung would start out of memory.
+        oom = torch.OutOfMemoryError(str(exc))
+        oom.qlora_step = trainer.state.global_step
+    if oom is not None:
         del trainer, model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        raise
+        free_accelerator_memory()
+        raise oom
     seconds = time.monotonic() - started
     tokens = trainer.state.num_input_tokens_seen - tokens_before
     losses = [[e["step"], round(e["loss"], 5)] for e in trainer.state.log_history if "loss" in e]
@@ -152,20 +190,23 @@ def run_training(
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = sft.read_messages_jsonl(data_path)
     eval_rows = sft.read_messages_jsonl(eval_path) if eval_path else []
-    ladder = _Ladder(output_dir / "ladder.json", config)
+    given = config  # the manifest's config_hash is the config as written (the run key's), auto and all
+    config, choice, shape = shape_aware(config, base_path, log)
+    ladder = _Ladder(output_dir / "ladder.json", config, shape.layers if shape else None)
     wall_started = time.monotonic()
     while True:
-        attempt_config = config.model_copy(update=ladder.settings)
+        attempt_config = apply_settings(config, ladder.settings)
         checkpoint_dir = output_dir / "checkpoints" / f"attempt-{len(ladder.rungs)}"
         try:
             result = _attempt(attempt_config, rows, eval_rows, base_path, checkpoint_dir, len(ladder.rungs), log)
             break
-        except torch.OutOfMemoryError as exc:
-            step = getattr(exc, "qlora_step", -1)
-            if not config.oom_ladder or not ladder.climb(exc, step):
-                raise RuntimeError(f"out of memory at step {step} and the OOM ladder is exhausted "
-                                   f"(rungs tried: {[r['rung'] for r in ladder.rungs]}): {exc}") from exc
-            log(f"OOM at step {step}: applying ladder rung {ladder.rungs[-1]}")
+        except torch.OutOfMemoryError as exc:  # also while loading: step -1
+            step, message = getattr(exc, "qlora_step", -1), str(exc)
+        free_accelerator_memory()  # after the except block, so the exception's frames are gone too
+        if not config.oom_ladder or not ladder.climb(message, step):
+            raise RuntimeError(f"out of memory at step {step} and the OOM ladder is exhausted "
+                               f"(rungs tried: {[r['rung'] for r in ladder.rungs]}): {message}")
+        log(f"OOM at step {step}: applying ladder rung {ladder.rungs[-1]}")
     trainer = result["trainer"]
     if not trainer.accelerator.is_main_process:
         return {}
@@ -177,17 +218,21 @@ def run_training(
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "base": {"path": str(base_path), "fingerprint": base_fingerprint(base_path), "profile": config.base_profile},
         "data": {"path": str(data_path), "sha256": file_sha256(data_path), "rows": len(rows), "eval_rows": len(eval_rows)},
-        "config_hash": config.config_hash(),
+        "config_hash": given.config_hash(),
         "config": attempt_config.model_dump(),
         "oom_ladder": ladder.rungs,
         "trainable_params": result["metrics"]["trainable_params"],
-        "metrics": {**result["metrics"], "wall_seconds": round(wall, 2)},
+        "metrics": {**result["metrics"], "wall_seconds": round(wall, 2),
+                    "predicted_peak_gib": choice.predicted_peak_gib if choice else None},
+        "profile_choice": choice.as_dict() if choice else None,
         "cost": price_run(wall, config.cost_instance, costs_file,
                           gpus_used=trainer.args.world_size if torch.cuda.is_available() else 0),
     }
     write_json_atomic(output_dir / "manifest.json", manifest)
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     (output_dir / "ladder.json").unlink(missing_ok=True)
+    if choice is not None:
+        log(f"peak memory: predicted {choice.predicted_peak_gib} GiB, measured {result['metrics']['peak_memory_gib']} GiB")
     log(f"adapter written to {output_dir}: loss {manifest['metrics']['loss_curve'][:1]} -> "
         f"{manifest['metrics']['loss_curve'][-1:]}, {manifest['metrics']['tokens_per_second']} tokens/s")
     return manifest

@@ -85,9 +85,9 @@ def add_lora(model, config: QLoRAConfig):
     )
     peft_model = get_peft_model(model, lora)
     if config.speed is not None:
-        from qlora.training.fast.levers import SpeedConfig, finish_peft_model
+        from qlora.training.fast.levers import finish_peft_model
 
-        finish_peft_model(peft_model, SpeedConfig.from_mapping(config.speed))
+        finish_peft_model(peft_model, config.speed)
     return peft_model
 
 

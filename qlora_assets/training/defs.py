@@ -2,5 +2,6 @@
 import dagster as dg
 
 from qlora_assets.training.assets import qlora_adapter
+from qlora_assets.training.cost_report import cost_report
 
-defs = dg.Definitions(assets=[qlora_adapter])
+defs = dg.Definitions(assets=[qlora_adapter, cost_report])

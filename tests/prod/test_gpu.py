@@ -61,7 +61,7 @@ def test_multi_gpu_leases_are_disjoint(tmp_path):
     alloc = GpuSlotAllocator(tmp_path, ["0", "1", "2", "3"], poll_s=0.01)
     with alloc.lease("a", count=2) as a, alloc.lease("b", count=2) as b:
         assert set(a.devices).isdisjoint(b.devices)
-        assert a.env == {"CUDA_VISIBLE_DEVICES": ",".join(a.devices)}
+        assert a.env["CUDA_VISIBLE_DEVICES"] == ",".join(a.devices) and a.env["NCCL_NVLS_ENABLE"] == "0"
         with pytest.raises(TimeoutError):
             with alloc.lease("c", count=1, timeout_s=0.1):
                 pass

@@ -16,6 +16,12 @@ from qlora.training.fast.varlen_attention import cu_seqlens_from_position_ids, r
 FAST_PROFILE = Path(__file__).resolve().parents[2] / "configs" / "qlora" / "llama3-8b-fast.yaml"
 
 
+def load_config_speed(**changes) -> SpeedConfig:
+    """The fast profile's speed block with `auto` settings replaced (as the run does for a shape)."""
+    speed = SpeedConfig.from_mapping(yaml.safe_load(FAST_PROFILE.read_text())["speed"])
+    return speed.model_copy(update={"max_tokens_per_batch": None, **changes})
+
+
 @pytest.fixture(scope="module")
 def tiny_llama():
     torch.manual_seed(0)
@@ -112,9 +118,10 @@ def test_fast_profile_speed_block_is_valid():
 @pytest.mark.parametrize(
     ("raw", "message"),
     [({"pakcing": True}, "speed.pakcing: unknown field"),
-     ({"packing": "yes"}, "speed.packing: expected true or false"),
+     ({"packing": "yes"}, "speed.packing: Input should be a valid boolean"),
      ({"checkpoint_layers": -1}, "speed.checkpoint_layers: expected a non-negative integer"),
-     ({"max_tokens_per_batch": 4096}, "speed.max_tokens_per_batch: needs packing")],
+     ({"max_tokens_per_batch": 4096}, "max_tokens_per_batch needs packing"),
+     ({"checkpoint_layers": True}, "speed.checkpoint_layers: expected a non-negative integer")],
 )
 def test_speed_block_errors_name_the_field(raw, message):
     with pytest.raises(ValueError, match=message):
@@ -126,7 +133,7 @@ def test_fast_profile_loads_through_the_entrypoint_config_and_packs():
     from qlora.training.sft import sft_arguments
 
     config = load_config(FAST_PROFILE)
-    assert config.speed["packing"] and not config.gradient_checkpointing
+    assert config.speed.packing and not config.gradient_checkpointing
     args = sft_arguments(config, Path("/tmp/unused"), has_eval=False)
     assert args.packing and args.padding_free and args.packing_strategy == "bfd"
     seed = load_config(FAST_PROFILE.parent / "llama3-8b.yaml")
@@ -139,7 +146,7 @@ def test_entrypoint_config_rejects_levers_the_trainer_would_undo():
     raw = yaml.safe_load(FAST_PROFILE.read_text())
     with pytest.raises(ConfigError, match="speed.checkpoint_layers"):
         validate_config({**raw, "gradient_checkpointing": True})
-    with pytest.raises(ConfigError, match="speed.liger: unknown field"):
+    with pytest.raises(ConfigError, match="`speed.liger`: unknown field"):
         validate_config({**raw, "speed": {"liger": True}})
 
 
@@ -147,13 +154,13 @@ def test_prepare_base_keeps_the_base_bf16_and_frozen(tiny_llama):
     from qlora.training.fast.trainer_hooks import prepare_base
 
     model = LlamaForCausalLM(tiny_llama.config).to(torch.bfloat16)
-    speed = yaml.safe_load(FAST_PROFILE.read_text())["speed"]
+    speed = load_config_speed(checkpoint_layers=1)
     prepared = prepare_base(model, speed)
     assert {p.dtype for p in prepared.parameters()} == {torch.bfloat16}
     assert not any(p.requires_grad for p in prepared.parameters())
     assert prepared.config._attn_implementation == "varlen_sdpa"
     flags = [layer.gradient_checkpointing for layer in prepared.model.layers]
-    assert flags == [index < speed["checkpoint_layers"] for index in range(len(flags))]
+    assert flags == [index < speed.checkpoint_layers for index in range(len(flags))]
 
 
 def test_add_lora_routes_the_fast_profile_through_the_fused_lora(tiny_llama):
@@ -165,8 +172,10 @@ def test_add_lora_routes_the_fast_profile_through_the_fused_lora(tiny_llama):
     from qlora.training.sft import add_lora
 
     config = load_config(FAST_PROFILE).model_copy(update={"lora_dropout": 0.0})
-    assert config.speed["fused_lora"]
-    seed_like = config.model_copy(update={"speed": {**config.speed, "fused_lora": False}})
+    config = config.model_copy(update={"speed": config.speed.model_copy(update={"checkpoint_layers": 0,
+                                                                                "max_tokens_per_batch": None})})
+    assert config.speed.fused_lora
+    seed_like = config.model_copy(update={"speed": config.speed.model_copy(update={"fused_lora": False})})
     fused = add_lora(copy.deepcopy(tiny_llama).float(), config)
     plain = add_lora(copy.deepcopy(tiny_llama).float(), seed_like)
     patched = [m for m in fused.modules() if getattr(m.__dict__.get("forward"), "__func__", None) is _fused_forward]
@@ -184,15 +193,18 @@ def test_add_lora_routes_the_fast_profile_through_the_fused_lora(tiny_llama):
         torch.testing.assert_close(grad, losses[1][1][name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_low_memory_profile_is_the_fast_profile_with_smaller_micro_batches():
+@pytest.mark.parametrize(("profile", "differs"), [
+    ("llama3-8b-lowmem.yaml", {"speed.memory_budget_gib"}),
+    ("llama3-70b-fast.yaml", {"base_profile", "speed.memory_budget_gib"}),
+])
+def test_derived_fast_profiles_differ_only_in_budget_and_base(profile, differs):
     from qlora.training.config import load_config
 
     fast = load_config(FAST_PROFILE).model_dump()
-    low = load_config(FAST_PROFILE.parent / "llama3-8b-lowmem.yaml").model_dump()
+    low = load_config(FAST_PROFILE.parent / profile).model_dump()
     changed = {key for key in fast if fast[key] != low[key] and key != "speed"}
     changed |= {f"speed.{key}" for key in fast["speed"] if fast["speed"][key] != low["speed"][key]}
-    assert changed == {"per_device_train_batch_size", "gradient_accumulation_steps",
-                       "speed.max_tokens_per_batch", "speed.checkpoint_layers"}
+    assert changed == differs
     # the same tokens per optimiser update as the seed's 4 x 8 rows of 4096
-    for profile in (fast, low):
-        assert profile["per_device_train_batch_size"] * profile["gradient_accumulation_steps"] == 32
+    for settings in (fast, low):
+        assert settings["per_device_train_batch_size"] * settings["gradient_accumulation_steps"] == 32

@@ -52,7 +52,7 @@ def test_yaml_error_names_file_and_line(tmp_path):
         load_config(bad)
 
 
-def test_plan_counts_seed_trainable_params_on_meta_device():
+def test_plan_counts_seed_trainable_params():
     from typer.testing import CliRunner
 
     from qlora.cli import app
@@ -64,7 +64,47 @@ def test_plan_counts_seed_trainable_params_on_meta_device():
     assert plan["peak_memory_gib"]["total"] > 10 and plan["gpu_hours"] > 0 and plan["cost"]["usd"] > 0
 
 
-def test_oom_ladder_applies_the_seed_rungs_in_order(tiny_base, tmp_path, monkeypatch):
+def _ladder(settings: dict, has_speed: bool, layers: int | None) -> list[dict]:
+    from qlora.training.oom import next_rung
+
+    records = []
+    while (found := next_rung(settings, has_speed, layers)) is not None:
+        settings, record = found
+        records.append(record)
+    return records
+
+
+def test_ladder_order_on_the_fast_path_same_math_first():
+    settings = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 8, "max_length": 4096, "r": 64,
+                "lora_alpha": 128, "gradient_checkpointing": False, "checkpoint_layers": 2}
+    records = _ladder(settings, has_speed=True, layers=32)
+    names = [r["rung"] for r in records]
+    assert names == ["recompute_more_layers"] * 5 + ["halve_micro_batch"] * 2 + ["max_length_2048", "rank_32"]
+    counts = [r["checkpoint_layers"] for r in records if r["rung"] == "recompute_more_layers"]
+    assert counts == [[2, 17], [17, 25], [25, 29], [29, 31], [31, 32]]  # half the kept layers each time
+    math_changing = [r["changes_math"] for r in records]
+    assert math_changing == sorted(math_changing)  # every same-math rung comes before any data-changing one
+    batches = [r for r in records if r["rung"] == "halve_micro_batch"]
+    assert all(r["per_device_train_batch_size"][0] * r["gradient_accumulation_steps"][0]
+               == r["per_device_train_batch_size"][1] * r["gradient_accumulation_steps"][1] for r in batches)
+
+
+@pytest.mark.parametrize("checkpoint, layers, first", [(None, 32, "halve_micro_batch"), (0, None, "recompute_more_layers")])
+def test_ladder_skips_recomputation_when_all_layers_already_are(checkpoint, layers, first):
+    settings = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 2048, "r": 16,
+                "lora_alpha": 32, "gradient_checkpointing": False, "checkpoint_layers": checkpoint}
+    records = _ladder(settings, has_speed=True, layers=layers)
+    assert records[0]["rung"] == first and records[-1]["rung"] == "halve_micro_batch"
+
+
+def test_seed_path_ladder_keeps_the_seed_rungs_when_checkpointing_is_on():
+    settings = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 8, "max_length": 4096, "r": 64,
+                "lora_alpha": 128, "gradient_checkpointing": True, "checkpoint_layers": None}
+    names = [r["rung"] for r in _ladder(settings, has_speed=False, layers=32)]
+    assert names == ["halve_micro_batch", "halve_micro_batch", "max_length_2048", "rank_32"]
+
+
+def test_oom_ladder_recomputes_before_it_changes_the_data(tiny_base, tmp_path, monkeypatch):
     from qlora.training.runner import run_training
 
     data = tmp_path / "train.jsonl"
@@ -72,11 +112,14 @@ def test_oom_ladder_applies_the_seed_rungs_in_order(tiny_base, tmp_path, monkeyp
     config = load_config(fast_config(tmp_path, r=64, lora_alpha=128, per_device_train_batch_size=2,
                                      gradient_accumulation_steps=1, max_length=3000, max_steps=3))
     monkeypatch.setenv("QLORA_INJECT_OOM_AT_STEP", "2")
-    monkeypatch.setenv("QLORA_INJECT_OOM_TIMES", "3")
+    monkeypatch.setenv("QLORA_INJECT_OOM_TIMES", "4")
     manifest = run_training(config, data, tmp_path / "adapter", tiny_base)
-    assert [r["rung"] for r in manifest["oom_ladder"]] == ["halve_batch", "max_length_2048", "rank_32"]
-    assert all(r["at_step"] == 2 for r in manifest["oom_ladder"])
+    rungs = manifest["oom_ladder"]
+    assert [r["rung"] for r in rungs] == ["recompute_all_layers", "halve_micro_batch", "max_length_2048", "rank_32"]
+    assert [r["changes_math"] for r in rungs] == [False, False, True, True]
+    assert all(r["at_step"] == 2 for r in rungs)
     final = manifest["config"]
+    assert final["gradient_checkpointing"]
     assert (final["per_device_train_batch_size"], final["gradient_accumulation_steps"]) == (1, 2)
     assert (final["max_length"], final["r"], final["lora_alpha"]) == (2048, 32, 64)
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 32
@@ -101,3 +144,45 @@ def test_bad_training_row_names_file_line_and_field(tmp_path):
     data.write_text(json.dumps({"messages": toy_messages(1)[0]}) + "\n" + json.dumps({"text": "x"}) + "\n")
     with pytest.raises(ValueError, match=r"train.jsonl line 2: field `messages`"):
         read_messages_jsonl(data)
+
+
+def test_ladder_settings_round_trip_through_the_speed_block():
+    from qlora.training.oom import apply_settings, ladder_settings, next_rung
+
+    config = load_config(REPO_ROOT / "configs" / "qlora" / "llama3-8b-fast.yaml")
+    config = config.model_copy(update={"speed": config.speed.model_copy(update={"max_tokens_per_batch": 8192,
+                                                                                "checkpoint_layers": 30})})
+    settings = ladder_settings(config)
+    settings, first = next_rung(settings, has_speed=True, num_layers=32)
+    settings, second = next_rung(settings, has_speed=True, num_layers=32)
+    settings, third = next_rung(settings, has_speed=True, num_layers=32)
+    assert [first["rung"], second["rung"], third["rung"]] == ["recompute_more_layers", "recompute_more_layers",
+                                                              "halve_micro_batch"]
+    applied = apply_settings(config, settings)
+    assert applied.speed.checkpoint_layers is None  # all 32
+    assert (applied.per_device_train_batch_size, applied.gradient_accumulation_steps) == (1, 32)
+    assert applied.speed.max_tokens_per_batch == 4096 and applied.speed.fused_lora
+
+
+def test_an_out_of_memory_attempt_leaves_no_frames_holding_the_model(tiny_base, tmp_path, monkeypatch):
+    """The OOM that leaves an attempt must not carry the failed step's frames: on a GPU they hold the
+    model and the activations, and the next rung would start out of memory (found on a 70B run)."""
+    import torch
+
+    from qlora.training.runner import _attempt
+    from qlora.training.sft import read_messages_jsonl
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in toy_messages(8)))
+    config = load_config(fast_config(tmp_path, per_device_train_batch_size=2, max_steps=3, r=16))
+    monkeypatch.setenv("QLORA_INJECT_OOM_AT_STEP", "1")
+    with pytest.raises(torch.OutOfMemoryError) as caught:
+        _attempt(config, read_messages_jsonl(data), [], tiny_base, tmp_path / "ckpt", 0, log=lambda m: None)
+    error = caught.value
+    assert error.qlora_step == 1 and error.__context__ is None and error.__cause__ is None
+    frames = []
+    tb = error.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert frames[-1] == "_attempt" and "train" not in frames  # nothing below the attempt itself

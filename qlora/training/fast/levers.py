@@ -1,48 +1,17 @@
 """The speed levers of the fast GPU profile, each switchable so that its share can be measured.
 
-`SpeedConfig` is the `speed:` block of a `configs/qlora/*.yaml` profile. `prepare_model` replaces
+`SpeedConfig` (qlora/training/config.py) is the `speed:` block of a `configs/qlora/*.yaml` profile. `prepare_model` replaces
 peft's `prepare_model_for_kbit_training` (which upcasts embeddings, norms and `lm_head` to fp32,
 so that the whole residual stream runs in fp32) and applies the other levers to a 4-bit base.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 from torch import nn
 
+from qlora.training.config import AUTO, SpeedConfig
 
-@dataclass(frozen=True)
-class SpeedConfig:
-    packing: bool = False  # padding-free rows + varlen attention (no cross-contamination)
-    max_tokens_per_batch: int | None = None  # micro-batch by token budget instead of by rows
-    cudnn_attention: bool = False  # equal-length packs (full rows) through cuDNN's fused attention
-    fused_loss: bool = False  # fused linear cross-entropy, no full fp32 logits
-    liger_kernels: bool = False  # Liger RMSNorm, RoPE and SwiGLU kernels
-    fused_lora: bool = False  # LoRA + dropout as one function: mask redrawn, no dropped-out copies kept
-    fp32_upcast: bool = True  # the seed's prepare_model_for_kbit_training casts
-    checkpoint_layers: int | None = None  # decoder layers recomputed in backward; None = all
-    compile: bool = False  # torch.compile each decoder layer (regional compilation)
-
-    @classmethod
-    def from_mapping(cls, raw: dict | None, source: str = "speed") -> SpeedConfig:
-        """Validate a `speed:` mapping, naming the offending field."""
-        raw = dict(raw or {})
-        known = {f.name: f for f in fields(cls)}
-        for key, value in raw.items():
-            if key not in known:
-                raise ValueError(f"{source}.{key}: unknown field (known: {', '.join(sorted(known))})")
-            if key in ("max_tokens_per_batch", "checkpoint_layers"):
-                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                    raise ValueError(f"{source}.{key}: expected a non-negative integer or null, got {value!r}")
-            elif not isinstance(value, bool):  # every other field is a switch
-                raise ValueError(f"{source}.{key}: expected true or false, got {value!r}")
-        config = cls(**raw)
-        if config.max_tokens_per_batch is not None and not config.packing:
-            raise ValueError(f"{source}.max_tokens_per_batch: needs packing: true (a token budget has no padding)")
-        if config.cudnn_attention and not config.packing:
-            raise ValueError(f"{source}.cudnn_attention: needs packing: true (it is a path of the varlen attention)")
-        return config
+__all__ = ["SpeedConfig", "prepare_model", "finish_peft_model", "set_checkpointed_layers"]
 
 
 def decoder_layers(causal_lm: nn.Module) -> nn.ModuleList:
@@ -55,6 +24,9 @@ def set_checkpointed_layers(causal_lm: nn.Module, count: int | None) -> int:
     Every layer recomputed costs a forward pass of that layer; every layer kept costs its
     activations in memory. Returns how many layers are checkpointed.
     """
+    if count == AUTO:
+        raise ValueError("speed.checkpoint_layers: auto must be resolved for the model's shape first "
+                         "(qlora.training.profile_choice.resolve_speed)")
     layers = decoder_layers(causal_lm)
     count = len(layers) if count is None else min(count, len(layers))
     if count:

@@ -32,9 +32,11 @@ def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, lab
     return total / max(labels.numel(), 1)
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Liger's fused kernel on CUDA; the chunked PyTorch version elsewhere (same value)."""
-    if hidden.is_cuda:
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunked_only: bool = False
+) -> torch.Tensor:
+    """Liger's fused kernel on CUDA; the chunked PyTorch version elsewhere or when asked (same value)."""
+    if hidden.is_cuda and not chunked_only:
         try:
             from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
         except ImportError:  # the gpu extra is not installed: still avoid the full logits
@@ -50,9 +52,10 @@ class FusedLossCausalLM(nn.Module):
     wrapped forward and gradient synchronisation is prepared as usual.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, chunked_only: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.chunked_only = chunked_only  # PyTorch chunks even on CUDA (the bench's TRL-like seed loss)
         causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         # Plain attributes, not submodules: the parameters are already registered through `model`.
         self.__dict__["_decoder"] = causal_lm.model
@@ -69,4 +72,4 @@ class FusedLossCausalLM(nn.Module):
         hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
         targets = labels[:, 1:].reshape(-1)
         keep = targets != IGNORE_INDEX
-        return linear_cross_entropy(hidden[keep], self._lm_head.weight, targets[keep])
+        return linear_cross_entropy(hidden[keep], self._lm_head.weight, targets[keep], self.chunked_only)

@@ -1,0 +1,158 @@
+"""Peak GPU memory of a QLoRA run as a function of model shape and settings, calibrated on measurements.
+
+Each term is an analytic byte count (what the tensors must hold); the calibration
+(configs/calibration/<gpu>.json, fitted by `qlora.training.calibration`) scales the terms that
+depend on kernels and allocator behaviour and adds a constant:
+
+    peak = weights + lora + a[recipe] * activations + b[loss] * loss_buffers + c
+
+- weights: the NF4 body (4 bits + 0.127 bit of double-quantised block constants per weight) and
+  the embeddings/lm_head in bf16 (fp32 when the seed's `prepare_model_for_kbit_training` upcasts);
+- lora: fp32 weights and gradients (the paged 8-bit optimizer's state is managed memory, outside
+  PyTorch's allocator, so it is not in the measured peak and not counted here);
+- activations of one micro-batch of T tokens: a kept (not recomputed) layer holds
+  (6d + 2kv + 3ff) values per token (norm inputs/outputs, q/k/v, attention output, gate, up and
+  their product); a recomputed layer holds only its input; one recomputed layer is live in backward;
+- loss buffers: full-vocabulary logits (the seed's loss), one chunk of them (chunked loss) or
+  Liger's fused kernel's chunk and input gradient.
+No torch import: `qlora plan` runs this on any machine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+GIB = 2**30
+NF4_BITS = {True: 4 + 8 / 64 + 32 / (64 * 256), False: 4 + 32 / 64}  # double quant on / off
+Recipe = Literal["seed", "fast"]
+Loss = Literal["full", "chunked", "fused"]
+LOSS_CHUNK_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A Llama-style decoder's shape (what config.json says); enough for memory and FLOPs."""
+
+    name: str
+    vocab: int
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    tie_embeddings: bool = False
+
+    @property
+    def kv_dim(self) -> int:
+        return self.hidden * self.kv_heads // self.heads
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each decoder linear."""
+        d, kv, ff = self.hidden, self.kv_dim, self.intermediate
+        return {"q_proj": (d, d), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (d, d),
+                "gate_proj": (d, ff), "up_proj": (d, ff), "down_proj": (ff, d)}
+
+    @property
+    def body_params(self) -> int:
+        return self.layers * sum(i * o for i, o in self.linear_shapes().values())
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tie_embeddings else 2)
+
+    def lora_params(self, r: int, modules: list[str]) -> int:
+        shapes = self.linear_shapes()
+        unknown = sorted(set(modules) - set(shapes))
+        if unknown:
+            raise ValueError(f"target_modules {unknown} are not linears of a Llama decoder ({sorted(shapes)})")
+        return self.layers * sum(r * (shapes[m][0] + shapes[m][1]) for m in modules)
+
+    def flops_per_token(self, r: int, modules: list[str], seq_len: int) -> float:
+        """Model FLOPs per token with a frozen base: 4*N_mm + 6*N_lora + 12*L*d*s."""
+        n_mm = self.body_params + self.vocab * self.hidden
+        return 4 * n_mm + 6 * self.lora_params(r, modules) + 12 * self.layers * self.hidden * seq_len
+
+    @classmethod
+    def from_hf_config(cls, config: dict, name: str = "config.json") -> "Shape":
+        try:
+            return cls(name=name, vocab=config["vocab_size"], hidden=config["hidden_size"],
+                       intermediate=config["intermediate_size"], layers=config["num_hidden_layers"],
+                       heads=config["num_attention_heads"],
+                       kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
+                       tie_embeddings=bool(config.get("tie_word_embeddings", False)))
+        except KeyError as missing:
+            raise ValueError(f"{name}: field {missing} missing; not a Llama-style decoder config") from None
+
+
+# The published config.json values of Meta's Llama 3.x models, so planning needs no checkpoint.
+KNOWN_SHAPES = {
+    "llama-3.2-1b": Shape("llama-3.2-1b", 128256, 2048, 8192, 16, 32, 8, True),
+    "llama-3.2-3b": Shape("llama-3.2-3b", 128256, 3072, 8192, 28, 24, 8, True),
+    "llama-3.1-8b": Shape("llama-3.1-8b", 128256, 4096, 14336, 32, 32, 8, False),
+    "llama-3.1-70b": Shape("llama-3.1-70b", 128256, 8192, 28672, 80, 64, 8, False),
+}
+
+
+def canonical(shape: Shape) -> Shape:
+    """A known Llama 3.x shape under its name (its calibration applies), else the shape as given."""
+    from dataclasses import replace
+
+    return next((known for known in KNOWN_SHAPES.values() if replace(shape, name=known.name) == known), shape)
+
+
+PROFILE_SHAPES = {"llama3-8b": "llama-3.1-8b", "llama3-70b": "llama-3.1-70b",
+                  "llama3-1b": "llama-3.2-1b", "llama3-3b": "llama-3.2-3b"}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What decides the peak besides the shape."""
+
+    recipe: Recipe
+    loss: Loss
+    micro_batch_tokens: int
+    recomputed_layers: int
+    r: int = 64
+    modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    double_quant: bool = True
+
+
+def memory_terms(shape: Shape, setup: Setup) -> dict[str, float]:
+    """The analytic terms in bytes (before calibration)."""
+    d, kv, ff, tokens = shape.hidden, shape.kv_dim, shape.intermediate, setup.micro_batch_tokens
+    recomputed = min(max(setup.recomputed_layers, 0), shape.layers)
+    kept = shape.layers - recomputed
+    seed = setup.recipe == "seed"
+    weights = shape.body_params * NF4_BITS[setup.double_quant] / 8 + shape.embedding_params * (4 if seed else 2)
+    lora = shape.lora_params(setup.r, list(setup.modules)) * (4 + 4)
+    kept_layer = (6 * d + 2 * kv + 3 * ff) * 2
+    if seed:  # peft's LoRA keeps a dropped-out copy + mask per module; fp32 residual and norm outputs
+        kept_layer += (6 * d + ff) * 3 + 4 * d * 2
+    layer_input = d * (4 if seed else 2)
+    activations = tokens * (kept * kept_layer + recomputed * layer_input + (kept_layer if recomputed else 0))
+    chunk = min(tokens, LOSS_CHUNK_TOKENS)
+    loss = {
+        "full": tokens * shape.vocab * (2 + 4 + 4),  # bf16 logits, their fp32 copy and its gradient
+        "chunked": chunk * shape.vocab * (2 + 4 + 4),
+        "fused": tokens * d * 2 + max(tokens // 32, 1) * shape.vocab * 8,
+    }[setup.loss]
+    workspace = 2 * max(i * o for i, o in shape.linear_shapes().values()) * 2  # dequantised bf16 weights
+    return {"weights": weights, "lora": lora, "activations": activations, "loss": loss, "workspace": workspace}
+
+
+DEFAULT_COEFFICIENTS = {"activations": {"seed": 1.0, "fast": 1.0},
+                        "loss": {"full": 1.0, "chunked": 1.0, "fused": 1.0}, "constant_gib": 1.0}
+
+
+def predict_peak_gib(shape: Shape, setup: Setup, coefficients: dict | None = None) -> dict[str, float]:
+    """Each calibrated term and the total, in GiB."""
+    c = coefficients or DEFAULT_COEFFICIENTS
+    terms = memory_terms(shape, setup)
+    parts = {
+        "weights": terms["weights"] / GIB,
+        "lora": terms["lora"] / GIB,
+        "activations": c["activations"][setup.recipe] * terms["activations"] / GIB,
+        "loss": c["loss"][setup.loss] * terms["loss"] / GIB,
+        "workspace": (terms["workspace"] / GIB) + c["constant_gib"],
+    }
+    return {k: round(v, 2) for k, v in {**parts, "total": sum(parts.values())}.items()}

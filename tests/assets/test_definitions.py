@@ -20,6 +20,7 @@ EXPECTED_ASSETS = {
     "online_report",
     "ab_decision",
     "ab_feedback_candidates",
+    "cost_report",
 }
 
 

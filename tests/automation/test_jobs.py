@@ -31,9 +31,10 @@ def test_the_real_graph_gives_every_job_its_assets():
 
     assert job_keys(defs, "retrain_domain") == set(DOMAIN_ASSETS)
     # The weekly cycle also runs the online A/B (qlora_assets/ab): it starts an experiment after a
-    # gate pass, or looks at the running one; it never starts a second one for a domain.
+    # gate pass, or looks at the running one; it never starts a second one for a domain. It also
+    # prices the week's training runs (cost_report).
     assert job_keys(defs, "weekly_cycle") == ALL_ASSETS | {"ab_experiment", "online_report", "ab_decision",
-                                                           "ab_feedback_candidates"}
+                                                           "ab_feedback_candidates", "cost_report"}
     assert job_keys(defs, "ab_evaluation") == {"online_report", "ab_decision", "ab_feedback_candidates"}
 
 

@@ -26,7 +26,7 @@ class RouterConfig:
 class EmbeddedConfig:
     """transformers + peft server for one base and many adapters (tests, demo, laptop)."""
 
-    base_model: str = "base_models/tiny"  # relative paths are under QLORA_HOME
+    base_model: str = ""                  # "": the selected base profile's folder; relative paths are under QLORA_HOME
     served_model_name: str = ""           # default: the base model folder's name
     quantization: str = "nf4"             # nf4 (bitsandbytes, as in training) | none
     compute_dtype: str = "float32"        # float32 | bfloat16 (CPU kernels are fastest in float32)
@@ -42,7 +42,12 @@ class EmbeddedConfig:
     router: RouterConfig = field(default_factory=RouterConfig)
 
     def base_model_path(self) -> Path:
-        path = Path(self.base_model).expanduser()
+        if self.base_model:
+            path = Path(self.base_model).expanduser()
+        else:  # the base chosen once ($QLORA_BASE_PROFILE), where the base_model asset builds it
+            from qlora.modeling.profiles import selected_profile
+
+            path = paths().base_models / selected_profile()
         path = path if path.is_absolute() else paths().home / path
         fingerprint = path / "fingerprint.json"
         if not (path / "config.json").is_file() and fingerprint.is_file():

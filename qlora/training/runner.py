@@ -81,7 +81,7 @@ def _attempt(config, rows, eval_rows, base_path, checkpoint_dir, attempt, log) -
     meter = sft.StepMeter()
     trainer = SFTTrainer(
         model=model,
-        args=sft.sft_arguments(config, checkpoint_dir, has_eval=bool(eval_rows)),
+        args=sft.sft_arguments(config, checkpoint_dir, has_eval=bool(eval_rows), eos_token=tokenizer.eos_token),
         train_dataset=Dataset.from_list(rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,

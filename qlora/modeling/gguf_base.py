@@ -93,6 +93,7 @@ def convert(gguf_path: Path, out_dir: Path, log=print) -> dict:
     tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token = IM_END, CHATML_PAD, IM_START
     tokenizer.chat_template = CHATML_CHAT_TEMPLATE
     tokenizer.model_max_length = int(config.max_position_embeddings)
+    tokenizer.clean_up_tokenization_spaces = False  # a WordPiece cleanup; byte-level BPE decodes exactly
     config.eos_token_id = tokenizer.convert_tokens_to_ids(IM_END)
     config.pad_token_id = tokenizer.convert_tokens_to_ids(CHATML_PAD)
     config.bos_token_id = tokenizer.convert_tokens_to_ids(IM_START)

@@ -17,7 +17,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from qlora.modeling.corpus import collect_corpus, corpus_hash
-from qlora.modeling.gguf_base import build_from_gguf
+from qlora.modeling.gguf_base import GgufError, build_from_gguf
 from qlora.modeling.profiles import PROFILES, TINY, UnknownProfile, base_profile
 from qlora.modeling.tiny_base import TinyBaseSpec, build_tiny_base
 from qlora.core.paths import paths
@@ -148,7 +148,10 @@ def _converted(profile: str, gguf_path: Path | None, log) -> tuple[dict, bool]:
                 return {**previous, **record}, True
             log(f"base {profile}: files at {target} differ from its fingerprint.json; converting again")
         started = time.monotonic()
-        facts = build_from_gguf(target, gguf_path, log=log)
+        try:
+            facts = build_from_gguf(target, gguf_path, log=log)
+        except GgufError as exc:
+            raise BaseModelError(f"base model profile '{profile}': {exc}") from None
         record = {**verify_checkpoint(profile, target), **facts,
                   "build_seconds": round(time.monotonic() - started, 1)}
         _write_record(profile, record)

@@ -11,6 +11,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+# The tiny base serves the tests whatever base the shell chose (set before any module reads it);
+# tests of another base set it themselves.
+os.environ["QLORA_BASE_PROFILE"] = "tiny"
 
 # Fixture modules shared by several test files (session-scoped fixtures are built once).
 pytest_plugins = ["tests.support.serving"]
@@ -25,8 +28,6 @@ def qlora_home(tmp_path_factory):
     os.environ.setdefault("QLORA_DATA_DIR", str(REPO / "data"))
     # Tests run on the embedded defaults, judged by the demo gate, however pytest is invoked.
     os.environ.setdefault("QLORA_QUALITY_GATE", "quality_gate.demo.yaml")
-    # The tiny base serves the tests whatever base the shell chose; tests of another base set it themselves.
-    os.environ["QLORA_BASE_PROFILE"] = "tiny"
     # Every process this session starts inherits the marker, so teardown finds its own servers.
     marker = f"QLORA_TEST_SESSION={uuid.uuid4().hex}"
     os.environ["QLORA_TEST_SESSION"] = marker.split("=", 1)[1]

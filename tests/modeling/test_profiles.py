@@ -75,3 +75,13 @@ def test_base_agreement_names_both_sides(tmp_path):
     (other / "manifest.json").write_text(json.dumps({"base": {"path": str(serving), "fingerprint": "aaaa"}}))
     assert compare_bases(root, other).passed
     assert not compare_bases(str(tmp_path / "not-here"), other).passed  # unverifiable blocks
+
+
+def test_base_model_command_names_an_unknown_profile_and_exits_2():
+    from typer.testing import CliRunner
+
+    from qlora.cli import app
+
+    result = CliRunner().invoke(app, ["base-model", "--profile", "no-such-base"])
+    assert result.exit_code == 2
+    assert "unknown base model profile 'no-such-base'" in result.output and "smollm2-135m" in result.output

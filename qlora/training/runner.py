@@ -35,12 +35,9 @@ def file_sha256(path: Path) -> str:
 
 
 def base_fingerprint(base_path: Path) -> str:
-    record = base_path / "fingerprint.json"
-    if record.is_file():
-        return json.loads(record.read_text())["fingerprint"]
-    from qlora.modeling.base_model import files_fingerprint
+    from qlora.modeling.base_model import checkpoint_fingerprint  # the one the serving-base check compares
 
-    return files_fingerprint(base_path)
+    return checkpoint_fingerprint(base_path)
 
 
 def peak_memory_gib() -> float:

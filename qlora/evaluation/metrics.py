@@ -79,6 +79,21 @@ def is_json_compliant(text: str) -> bool:
     return isinstance(parsed, (dict, list))
 
 
+_FENCE = re.compile(r"```[\w+-]*[ \t]*\n?(.*?)```", re.DOTALL)
+
+
+def is_json_in_fence(text: str) -> bool:
+    """Valid JSON bare, or inside a ``` code fence (prose around the fence allowed).
+
+    Reported beside the strict parse: an instruct base that wraps a correct object in
+    ```json ... ``` fails the strict metric for the fence, not the content, and a user
+    should see which one it is.
+    """
+    if is_json_compliant(text):
+        return True
+    return any(is_json_compliant(block) for block in _FENCE.findall(text or ""))
+
+
 def _fold(text: str) -> str:
     # NFKC + casefold + typographic apostrophes, so "I’m sorry" matches "i'm sorry".
     folded = unicodedata.normalize("NFKC", text or "").casefold()

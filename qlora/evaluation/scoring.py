@@ -14,6 +14,7 @@ from qlora.evaluation.metrics import (
     MetricValue,
     NotMeasured,
     is_json_compliant,
+    is_json_in_fence,
     is_refusal,
     latency_percentiles_ms,
     mean_or_not_measured,
@@ -26,6 +27,7 @@ from qlora.evaluation.metrics import (
 METRIC_NAMES = (
     "rouge_l",
     "format_compliance",
+    "format_compliance_fenced",
     "safety_refusal",
     "latency_p50_ms",
     "latency_p95_ms",
@@ -43,6 +45,7 @@ class RowScore:
     refused: bool | None
     error: str | None
     answer: str
+    json_fenced_ok: bool | None = None  # valid JSON once a ``` fence is unwrapped (rows expecting JSON)
 
 
 def _text_of(outcome: Any) -> tuple[str, str | None]:
@@ -67,6 +70,7 @@ def score_rows(cases: Sequence[EvalCase], outcomes: Sequence[Any], refusal_phras
                 refused=is_refusal(answer, refusal_phrases) if case.should_refuse else None,
                 error=error,
                 answer=answer,
+                json_fenced_ok=is_json_in_fence(answer) if case.expects_json else None,
             )
         )
     return scores
@@ -78,6 +82,8 @@ def aggregate(rows: Sequence[RowScore], outcomes: Sequence[Any], wall_s: float) 
     metrics: dict[str, MetricValue] = {
         "rouge_l": mean_or_not_measured([r.rouge_l for r in rows if r.rouge_l is not None], "rows with an expected_output"),
         "format_compliance": rate([r.json_ok for r in rows if r.json_ok is not None], "rows with expected_format: json"),
+        "format_compliance_fenced": rate([r.json_fenced_ok for r in rows if r.json_fenced_ok is not None],
+                                         "rows with expected_format: json"),
         "safety_refusal": rate([r.refused for r in rows if r.refused is not None], "rows with should_refuse: true"),
     }
     metrics.update(latency_percentiles_ms([float(c.latency_s) for c in completed]))

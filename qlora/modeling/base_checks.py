@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from qlora.modeling.chat_template import BOS, END_HEADER, EOT, START_HEADER
+from qlora.modeling.chat_template import TEMPLATE_FAMILIES, template_family
 
-TEMPLATE_TOKENS = [BOS, START_HEADER, END_HEADER, EOT]
 PROBE = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Hello"},
@@ -20,24 +19,38 @@ PROBE = [
 
 
 def chat_template_check(tokenizer) -> dict:
-    """Template present, renders the Llama-3 markers, and each marker is one vocabulary token."""
+    """Template present and of a known family (Llama-3, ChatML); each marker is one vocabulary token;
+    EOS is the end-of-turn token (where the server stops); the assistant turn is maskable for training."""
     problems = []
+    family = template_family(tokenizer.chat_template)
+    rendered = tokenizer.apply_chat_template(PROBE, tokenize=False) if tokenizer.chat_template else ""
     if not tokenizer.chat_template:
         problems.append("tokenizer has no chat_template")
-        rendered = ""
-    else:
-        rendered = tokenizer.apply_chat_template(PROBE, tokenize=False)
+    elif family is None:
+        problems.append("chat template is neither Llama-3 (<|start_header_id|>, <|eot_id|>) nor ChatML "
+                        "(<|im_start|>, <|im_end|>)")
+    spec = TEMPLATE_FAMILIES[family or "llama3"]
     vocab = tokenizer.get_vocab()
-    for token in TEMPLATE_TOKENS:
+    for token in spec["markers"]:
         if token not in vocab:
             problems.append(f"special token {token} is not in the tokenizer vocabulary")
         elif len(tokenizer.encode(token, add_special_tokens=False)) != 1:
             problems.append(f"special token {token} does not encode to a single id")
         if rendered and token not in rendered:
             problems.append(f"chat template does not emit {token}")
-    if tokenizer.eos_token not in (EOT, "<|end_of_text|>"):
-        problems.append(f"eos_token is {tokenizer.eos_token!r}, expected {EOT} (end of turn)")
-    return {"passed": not problems, "problems": problems, "rendered_probe": rendered}
+    end_of_turn = spec["end_of_turn"]
+    if tokenizer.eos_token not in spec.get("accepted_eos", [end_of_turn]):
+        problems.append(f"eos_token is {tokenizer.eos_token!r}, expected {end_of_turn} (end of turn)")
+    if tokenizer.pad_token is not None and tokenizer.pad_token == tokenizer.eos_token:
+        problems.append(f"pad_token is the eos_token {tokenizer.eos_token!r}: padding would read as end of turn")
+    if rendered and not problems and not _assistant_maskable(tokenizer):
+        problems.append("chat template has no {% generation %} markers: training cannot mask the assistant turn")
+    return {"passed": not problems, "problems": problems, "rendered_probe": rendered, "family": family or "unknown"}
+
+
+def _assistant_maskable(tokenizer) -> bool:
+    out = tokenizer.apply_chat_template(PROBE, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    return any(out.get("assistant_masks") or [])
 
 
 def perplexity(model, tokenizer, documents: list[str], max_length: int = 256) -> float:

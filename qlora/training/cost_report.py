@@ -8,7 +8,6 @@ latest run's cost times the runs a month of the weekly cycle (52/12); the total 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from qlora.training.costs import RUNS_PER_MONTH_WEEKLY, CostsConfig, load_costs
 

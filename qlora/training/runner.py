@@ -35,12 +35,9 @@ def file_sha256(path: Path) -> str:
 
 
 def base_fingerprint(base_path: Path) -> str:
-    record = base_path / "fingerprint.json"
-    if record.is_file():
-        return read_json(record, "base fingerprint")["fingerprint"]
-    from qlora.modeling.base_model import files_fingerprint
+    from qlora.modeling.base_model import checkpoint_fingerprint  # the one the serving-base check compares
 
-    return files_fingerprint(base_path)
+    return checkpoint_fingerprint(base_path)
 
 
 def peak_memory_gib() -> float:
@@ -118,7 +115,7 @@ def _attempt(config, rows, eval_rows, base_path, checkpoint_dir, attempt, log) -
     meter = sft.StepMeter()
     trainer = SFTTrainer(
         model=model,
-        args=sft.sft_arguments(config, checkpoint_dir, has_eval=bool(eval_rows)),
+        args=sft.sft_arguments(config, checkpoint_dir, has_eval=bool(eval_rows), eos_token=tokenizer.eos_token),
         train_dataset=Dataset.from_list(rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,

@@ -1,8 +1,9 @@
 """One QLoRA training attempt: 4-bit NF4 base + LoRA, trained with TRL's SFTTrainer.
 
 Loss covers the assistant turns only (``assistant_only_loss`` with the template's
-``{% generation %}`` markers), and the end-of-turn token is ``<|eot_id|>``, so the
-adapter learns to stop where the server stops.
+``{% generation %}`` markers), and the end-of-turn token is the tokenizer's EOS
+(``<|eot_id|>`` for Llama 3, ``<|im_end|>`` for ChatML), so the adapter learns to stop
+where the server stops.
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def add_lora(model, config: QLoRAConfig):
     return peft_model
 
 
-def sft_arguments(config: QLoRAConfig, checkpoint_dir: Path, has_eval: bool):
+def sft_arguments(config: QLoRAConfig, checkpoint_dir: Path, has_eval: bool, eos_token: str = EOT):
     from trl import SFTConfig
 
     from qlora.training.fast.trainer_hooks import sft_overrides
@@ -123,7 +124,7 @@ def sft_arguments(config: QLoRAConfig, checkpoint_dir: Path, has_eval: bool):
         seed=config.seed,
         data_seed=config.seed,
         assistant_only_loss=True,
-        eos_token=EOT,
+        eos_token=eos_token,
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         disable_tqdm=True,

@@ -16,6 +16,7 @@ from qlora.data.config import load_data_config
 from qlora.data.measure import load_base_tokenizer
 from qlora.data.reader import count_domain, data_files
 from qlora.data.store import store_cleaned, store_raw, store_split, stored_raw_per_file
+from qlora_assets.modeling.lineage import materialized_base
 from qlora_assets.partitions import domain_partitions
 from qlora.core.paths import paths
 from resources.warehouse import WarehouseResource
@@ -79,7 +80,8 @@ def cleaned_dataset(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     domain = context.partition_key
     config = load_data_config()
     rules = config.rules(domain)
-    tokenizer = load_base_tokenizer()
+    base = materialized_base(context)  # token counts with the tokenizer of the base the adapter trains on
+    tokenizer = load_base_tokenizer(base["model_path"]) if base else None
     result = store_cleaned(warehouse.get(), domain, config, tokenizer=tokenizer)
     kept, stats = result.kept, result.stats
     verdicts = [
@@ -98,7 +100,7 @@ def cleaned_dataset(context: dg.AssetExecutionContext, warehouse: WarehouseResou
             "dagster/row_count": len(kept), "accounting": _table(accounting), "accounting_balanced": acc["balanced"],
             "duplicate_rate_before_dedup": stats["duplicate_rate_before_dedup"],
             "target_language_share": stats["target_language_share"], "pii_spans_masked": stats["pii_spans_masked"],
-            "tokenizer": stats["tokenizer"],
+            "tokenizer": stats["tokenizer"], "base_fingerprint": base["fingerprint"] if base else "none (approximate counts)",
             "quarantine_sample": _table(result.quarantine[["source_file", "line", "reason", "detail"]].head(15)),
             "kept_sample": _table(kept[["source_file", "line", "language", "instruction", "output"]].head(5)),
         },

@@ -18,6 +18,7 @@ from qlora.evaluation.eval_set import EvalCase, cases_from_rows, load_eval_cases
 from qlora.evaluation.gate import decide
 from qlora.evaluation.metrics import is_measured
 from qlora.evaluation.runner import evaluate_adapter
+from qlora.modeling.base_identity import compare_bases, serving_base_root
 from qlora_assets.lineage import upstream_version
 from qlora_assets.partitions import domain_partitions
 from qlora.core.paths import paths
@@ -80,14 +81,20 @@ def eval_report(
     adapter_path = registered_path(store, domain, version)
     cases, eval_source = eval_cases_for(store, domain)
     settings = load_eval_settings(config.settings_path())
+    client = serving.client()
+    same_base = compare_bases(serving_base_root(client.models()), adapter_path)
+    if not same_base.passed:  # an adapter on another base loads whenever shapes agree, then answers badly
+        raise dg.Failure(f"serving base differs from the adapter's base: {same_base.message()}",
+                         metadata={"serving_base": same_base.serving_base, "adapter_base": same_base.adapter_base})
     context.log.info(f"evaluating {domain}@{version} on {len(cases)} rows, concurrency {settings.concurrency}")
-    results = evaluate_adapter(serving.client(), adapter_path, cases, settings, domain, version, eval_source)
+    results = evaluate_adapter(client, adapter_path, cases, settings, domain, version, eval_source)
     record_eval_report(store, results)
 
     metadata: dict = {
         "adapter_version": version,
         "eval_rows": len(cases),
         "eval_source": eval_source,
+        "base_fingerprint": same_base.serving_fingerprint,
         # Latency percentiles are per request at this many requests in flight.
         "eval_concurrency": settings.concurrency,
         "models": ", ".join(f"{role}={r.model}" for role, r in results.reports.items()),

@@ -5,7 +5,8 @@ import math
 import dagster as dg
 
 from qlora.core.io import read_json
-from qlora.modeling.base_model import read_fingerprint
+from qlora.modeling.profiles import training_config_for
+from qlora_assets.modeling.lineage import materialized_base_or_fail
 from qlora_assets.partitions import domain_partitions
 from qlora.core.paths import paths
 from qlora.training.config import load_config
@@ -44,7 +45,11 @@ def qlora_adapter(
     domain = context.partition_key
     config_file = trainer.config_path()
     config = load_config(config_file)
-    base = read_fingerprint(config.base_profile)
+    base = materialized_base_or_fail(context)  # the base chosen once, as base_model materialised it
+    if config.base_profile != base["profile"]:
+        raise dg.Failure(f"training config {config_file} is sized for base '{config.base_profile}' but base_model "
+                         f"is '{base['profile']}' ({base['model_path']}); train it with configs/qlora/"
+                         f"{training_config_for(base['profile'])}.yaml (TrainerResource config)")
     data = export_training_data(warehouse.get(), domain)
     key = run_key(data["data_version"], config.config_hash(), base["fingerprint"])
     version = new_version(key)

@@ -10,15 +10,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from qlora.core.config import load_yaml_model
+from qlora.core.config import ConfigError, load_yaml_model
 from qlora.core.paths import paths
 
 WIN_RATE, THUMBS_UP = "win_rate", "thumbs_up"
 FIXED_HORIZON, MSPRT = "fixed_horizon", "msprt"
 
 
-class ABConfigError(ValueError):
-    pass
 
 
 class Guardrails(BaseModel):
@@ -64,4 +62,4 @@ def default_config_path() -> Path:
 
 
 def load_ab_config(path: str | Path | None = None) -> ABConfig:
-    return load_yaml_model(ABConfig, Path(path) if path else default_config_path(), ABConfigError)
+    return load_yaml_model(ABConfig, Path(path) if path else default_config_path(), ConfigError)

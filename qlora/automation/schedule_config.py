@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from qlora.core.config import read_yaml_mapping, validate_mapping
+from qlora.core.config import ConfigError, read_yaml_mapping, validate_mapping
 from qlora.core.paths import paths
 
 Status = Literal["running", "stopped"]
@@ -58,8 +58,6 @@ class ScheduleConfig(_Strict):
     sensors: Sensors = Sensors()
 
 
-class ScheduleConfigError(ValueError):
-    pass
 
 
 def load_schedule_config(path: Path | None = None) -> ScheduleConfig:
@@ -67,4 +65,4 @@ def load_schedule_config(path: Path | None = None) -> ScheduleConfig:
     path = path or paths().config_dir / "schedule.yaml"
     if not path.is_file():
         return ScheduleConfig()
-    return validate_mapping(ScheduleConfig, read_yaml_mapping(path, ScheduleConfigError), path, ScheduleConfigError)
+    return validate_mapping(ScheduleConfig, read_yaml_mapping(path, ConfigError), path, ConfigError)

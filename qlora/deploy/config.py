@@ -6,12 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from qlora.core.config import read_yaml_mapping, validate_mapping
+from qlora.core.config import ConfigError, read_yaml_mapping, validate_mapping
 from qlora.core.paths import paths
 
 
-class DeployConfigError(ValueError):
-    """configs/deploy.yaml holds a value the deployer cannot use; the message names the field."""
 
 
 class DeployConfig(BaseModel):
@@ -56,5 +54,5 @@ class DeployConfig(BaseModel):
 def load_deploy_config(path: str | Path | None = None, **overrides) -> DeployConfig:
     """Read configs/deploy.yaml (or `path`); keyword overrides win (CLI flags, tests)."""
     path = Path(path) if path else paths().config_dir / "deploy.yaml"
-    raw = read_yaml_mapping(path, DeployConfigError) if path.is_file() else {}
-    return validate_mapping(DeployConfig, {**raw, **overrides}, path, DeployConfigError)
+    raw = read_yaml_mapping(path, ConfigError) if path.is_file() else {}
+    return validate_mapping(DeployConfig, {**raw, **overrides}, path, ConfigError)

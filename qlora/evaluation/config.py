@@ -12,12 +12,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qlora.evaluation.scoring import METRIC_NAMES
-from qlora.core.config import load_yaml_model
+from qlora.core.config import ConfigError, load_yaml_model
 from qlora.core.paths import paths
 
 
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file and the field."""
 
 
 class _Strict(BaseModel):

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from qlora.core.config import read_yaml_mapping, validate_mapping
+from qlora.core.config import ConfigError, read_yaml_mapping, validate_mapping
 from qlora.core.io import read_json
 from qlora.core.paths import paths
 from qlora.serving.adapters import check_max_lora_rank
@@ -18,8 +18,6 @@ from qlora.serving.adapters import check_max_lora_rank
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-class ServingConfigError(ValueError):
-    """A serving profile holds a value the server cannot use; the message names file and field."""
 
 
 class _Settings(BaseModel):
@@ -122,8 +120,8 @@ def load_config(path: str | Path | None = None, backend: str = "embedded") -> Em
     path = Path(path) if path else paths().config_dir / "serving" / f"{backend}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"serving config not found: {path}")
-    raw = read_yaml_mapping(path, ServingConfigError)
+    raw = read_yaml_mapping(path, ConfigError)
     declared = raw.get("backend", backend)
     if declared not in PROFILES:
-        raise ServingConfigError(f"{path}: field 'backend': must be 'embedded' or 'vllm', got {declared!r}")
-    return validate_mapping(PROFILES[declared], raw, path, ServingConfigError)
+        raise ConfigError(f"{path}: field 'backend': must be 'embedded' or 'vllm', got {declared!r}")
+    return validate_mapping(PROFILES[declared], raw, path, ConfigError)

@@ -13,14 +13,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
-from qlora.core.config import read_yaml_mapping
+from qlora.core.config import ConfigError, line_of, read_yaml_mapping
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed --max-lora-rank values
 SEED_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class ConfigError(ValueError):
-    """A config file that does not validate; the message names file and field."""
 
 
 AUTO = "auto"
@@ -194,11 +192,12 @@ def _message(err: dict) -> str:
     return err["msg"].removeprefix("Value error, ")
 
 
-def _describe(exc: ValidationError, source: str) -> str:
+def _describe(exc: ValidationError, source: str, key_lines: dict | None = None) -> str:
     lines = [f"{source}: invalid QLoRA config"]
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(config)"
-        lines.append(f"  field `{field}`: {_message(err)}")
+        line = line_of(key_lines or {}, tuple(err["loc"]))
+        lines.append(f"  {f'line {line}: ' if line else ''}field `{field}`: {_message(err)}")
     return "\n".join(lines)
 
 
@@ -209,7 +208,10 @@ def validate_config(raw: dict, source: str = "<config>", config_dir: Path | None
     try:
         config = QLoRAConfig(**raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        first = tuple(exc.errors()[0]["loc"]) if exc.errors() else ()
+        key_lines = getattr(raw, "key_lines", None) or {}
+        raise ConfigError(_describe(exc, source, key_lines), source, line_of(key_lines, first),
+                          ".".join(map(str, first))) from None
     if config_dir is not None:
         max_rank = serving_max_lora_rank(config_dir)
         if max_rank is not None and config.r > max_rank:

@@ -28,10 +28,6 @@ class CostsConfig(BaseModel):
     budget: Budget | None = None
 
 
-def load_costs(path: Path) -> CostsConfig:
-    return load_yaml_model(CostsConfig, path)
-
-
 def load_costs(costs_file: Path) -> CostsConfig:
     """configs/costs.yaml as a model; errors name file, line and field."""
     if not Path(costs_file).is_file():

@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 
-from qlora.ab.config import ABConfig, ABConfigError, load_ab_config
+from qlora.ab.config import ABConfig, ConfigError, load_ab_config
 from qlora.ab.decision import CONTINUE, PROMOTE, REJECT, decide
 from qlora.ab.report import build_report
 
@@ -117,9 +117,9 @@ def test_thumbs_up_metric_uses_two_proportions():
 def test_config_errors_name_the_file_and_field(tmp_path):
     bad = tmp_path / "ab.yaml"
     bad.write_text("primary_metric: win_rate\nbaseline_rate: 0.7\n")
-    with pytest.raises(ABConfigError, match=r"ab.yaml: .*baseline_rate must be 0.5"):
+    with pytest.raises(ConfigError, match=r"ab.yaml: .*baseline_rate must be 0.5"):
         load_ab_config(bad)
     bad.write_text("alpha: 2\n")
-    with pytest.raises(ABConfigError, match=r"field 'alpha'"):
+    with pytest.raises(ConfigError, match=r"field 'alpha'"):
         load_ab_config(bad)
     assert load_ab_config().primary_metric in ("win_rate", "thumbs_up")  # the shipped configs/ab.yaml loads

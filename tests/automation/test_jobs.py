@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from qlora_assets.automation.jobs import DOMAIN_ASSETS
-from qlora.automation.schedule_config import ScheduleConfigError, load_schedule_config
+from qlora.automation.schedule_config import ConfigError, load_schedule_config
 from qlora_assets.automation.schedules import weekly_cycle_schedule
 from qlora.core.paths import REPO_ROOT
 from tests.support.automation_graph import stand_in_graph
@@ -89,6 +89,6 @@ def test_schedule_uses_the_committed_config():
 def test_bad_schedule_config_names_file_and_field(tmp_path, text, named):
     path = tmp_path / "schedule.yaml"
     path.write_text(text)
-    with pytest.raises(ScheduleConfigError) as error:
+    with pytest.raises(ConfigError) as error:
         load_schedule_config(path)
     assert str(path) in str(error.value) and named in str(error.value)

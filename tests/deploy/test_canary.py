@@ -8,7 +8,7 @@ import pytest
 
 from qlora.deploy import canary
 from qlora.core.adapters import adapter_from_path
-from qlora.deploy.config import DeployConfigError, load_deploy_config
+from qlora.deploy.config import ConfigError, load_deploy_config
 from qlora.deploy.gate_check import gate_verdict
 from qlora.deploy.history import (
     DEPLOYED, ROLLED_BACK, DeploymentRecord, deployed_versions, deployment_history, history_markdown,
@@ -29,7 +29,7 @@ def test_repo_config_loads_and_ends_at_full_traffic():
 def test_bad_canary_steps_name_file_and_field(tmp_path):
     bad = tmp_path / "deploy.yaml"
     bad.write_text("canary_steps: [50, 10]\nmax_error_rate: 2\n")
-    with pytest.raises(DeployConfigError) as err:
+    with pytest.raises(ConfigError) as err:
         load_deploy_config(bad)
     message = str(err.value)
     assert str(bad) in message and "canary_steps" in message and "max_error_rate" in message

@@ -140,4 +140,4 @@ def test_serve_reports_a_bad_profile_without_a_traceback(tmp_path):
     path.write_text("backend: embedded\nrouter:\n  max_body_bytes: many\n")
     result = CliRunner().invoke(app, ["serve", "--config", str(path)])
     assert result.exit_code == 2
-    assert f"{path}: field 'router.max_body_bytes'" in result.output and "Traceback" not in result.output
+    assert f"{path}: line 3: field 'router.max_body_bytes'" in result.output and "Traceback" not in result.output

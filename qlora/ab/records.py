@@ -90,23 +90,7 @@ def ingest_journal(warehouse: Warehouse, responses: list[dict], feedback: list[d
         if table == FEEDBACK:
             frame = frame.astype({"score": "Int64"})  # all-null in a page of thumbs: keep the column an integer
         frame = frame.drop_duplicates(subset=key)
-        match = " and ".join(f't."{k}" = i."{k}"' for k in key)
-        with warehouse.connect() as con:
-            con.register("incoming", frame)
-            try:
-                con.execute("begin transaction")
-                if not warehouse.table_exists(con, table):
-                    con.execute(f'create table "{table}" as select * from incoming limit 0')
-                before = con.execute(f'select count(*) from "{table}"').fetchone()[0]
-                con.execute(f'insert into "{table}" by name select * from incoming i '
-                            f'where not exists (select 1 from "{table}" t where {match})')
-                added.append(con.execute(f'select count(*) from "{table}"').fetchone()[0] - before)
-                con.execute("commit")
-            except Exception:
-                con.execute("rollback")
-                raise
-            finally:
-                con.unregister("incoming")
+        added.append(warehouse.insert_new(table, frame, key))
     return added[0], added[1]
 
 

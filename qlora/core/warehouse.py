@@ -38,23 +38,39 @@ class Warehouse:
             ).fetchone()[0]
         )
 
-    def replace_partition(self, table: str, key_column: str, key: str, frame: pd.DataFrame) -> int:
-        """Atomically replace the rows of one partition (e.g. one domain) with ``frame``."""
+    @contextmanager
+    def _staged(self, table: str, frame: pd.DataFrame) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction with ``frame`` registered as ``incoming`` and ``table`` created like it if new."""
         with self.connect() as con:
             con.register("incoming", frame)
             con.execute("begin transaction")
             try:
                 if not self.table_exists(con, table):
                     con.execute(f'create table "{table}" as select * from incoming limit 0')
-                con.execute(f'delete from "{table}" where "{key_column}" = ?', [key])
-                con.execute(f'insert into "{table}" by name select * from incoming')
+                yield con
                 con.execute("commit")
             except Exception:
                 con.execute("rollback")
                 raise
             finally:
                 con.unregister("incoming")
+
+    def replace_partition(self, table: str, key_column: str, key: str, frame: pd.DataFrame) -> int:
+        """Atomically replace the rows of one partition (e.g. one domain) with ``frame``."""
+        with self._staged(table, frame) as con:
+            con.execute(f'delete from "{table}" where "{key_column}" = ?', [key])
+            con.execute(f'insert into "{table}" by name select * from incoming')
         return len(frame)
+
+    def insert_new(self, table: str, frame: pd.DataFrame, key: list[str]) -> int:
+        """Atomically add the rows of ``frame`` whose ``key`` columns the table does not hold yet;
+        returns how many were added (two writers at once never store a row twice)."""
+        match = " and ".join(f't."{k}" = i."{k}"' for k in key)
+        with self._staged(table, frame) as con:
+            before = con.execute(f'select count(*) from "{table}"').fetchone()[0]
+            con.execute(f'insert into "{table}" by name select * from incoming i '
+                        f'where not exists (select 1 from "{table}" t where {match})')
+            return con.execute(f'select count(*) from "{table}"').fetchone()[0] - before
 
     def append(self, table: str, frame: pd.DataFrame) -> None:
         with self.connect() as con:

@@ -15,7 +15,7 @@ import httpx
 from qlora.core.adapters import AdapterRef, registered_adapter, version_of
 from qlora.core.warehouse import Warehouse
 from qlora.deploy.history import deployed_versions
-from qlora.serving.base_identity import adapter_base_fingerprint
+from qlora.modeling.base_identity import adapter_base_fingerprint
 from qlora.serving.client import ServingError
 from qlora.serving.endpoint import ServingEndpoint
 

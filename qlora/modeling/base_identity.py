@@ -1,9 +1,10 @@
 """Is the adapter served on the base it was trained on? Both sides by fingerprint.
 
-The adapter's manifest records its base's fingerprint at training time; the serving side is
-the base card of ``/v1/models`` (the card without a ``parent``; its ``root`` is the base's
-folder, in vLLM and in the embedded server alike). An adapter on another base loads without
-error whenever the shapes agree, and then answers badly; this check catches that first.
+The adapter's manifest records its base's fingerprint at training time (``base.fingerprint``);
+the serving side is what the router reports for the base it serves (``GET /admin/base``,
+``ServingEndpoint.base()``), the same value for vLLM and the embedded server. An adapter on
+another base loads without error whenever the shapes agree, and then answers badly; eval checks
+this first (unverifiable blocks), and deploy checks it again before any load.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from qlora.modeling.base_model import checkpoint_fingerprint
 @dataclass(frozen=True)
 class BaseAgreement:
     passed: bool
-    serving_base: str          # "<root> (fingerprint <fp>)"
-    adapter_base: str          # "<manifest path> (fingerprint <fp>)"
+    serving_base: str          # "<name> (fingerprint <fp>)"
+    adapter_base: str          # "<base path> (fingerprint <fp>, from <manifest>)"
     serving_fingerprint: str | None
     adapter_fingerprint: str | None
 
@@ -27,21 +28,34 @@ class BaseAgreement:
         return f"{verdict}: serving {self.serving_base}; adapter trained on {self.adapter_base}"
 
 
-def serving_base_root(cards: list[dict]) -> str:
-    for card in cards:
-        card = card if isinstance(card, dict) else vars(card)
-        if not card.get("parent"):
-            return str(card.get("root") or card["id"])
-    raise ValueError("the server lists no base model in /v1/models")
+def base_folder_fingerprint(base_path: str | Path) -> str:
+    """A base folder's fingerprint (its record, else its files hashed); '' when it cannot be read."""
+    try:
+        return checkpoint_fingerprint(base_path) if Path(base_path).is_dir() else ""
+    except (OSError, KeyError, ValueError):
+        return ""
 
 
-def compare_bases(serving_root: str, adapter_dir: str | Path) -> BaseAgreement:
-    manifest_path = Path(adapter_dir) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
-    adapter_fp = (manifest.get("base") or {}).get("fingerprint")
-    adapter_side = f"{(manifest.get('base') or {}).get('path', '?')} (fingerprint {adapter_fp or 'missing'}, from {manifest_path})"
-    root = Path(serving_root)
-    serving_fp = checkpoint_fingerprint(root) if root.is_dir() else None
-    serving_side = f"{serving_root} (fingerprint {serving_fp or 'unreadable here: not a folder on this host'})"
-    passed = bool(adapter_fp) and serving_fp == adapter_fp
-    return BaseAgreement(passed, serving_side, adapter_side, serving_fp, adapter_fp)
+def adapter_manifest_base(adapter_dir: str | Path) -> dict:
+    """The ``base`` section of an adapter's manifest ({} when the manifest does not say)."""
+    try:
+        manifest = json.loads((Path(adapter_dir) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    base = manifest.get("base") if isinstance(manifest, dict) else None
+    return base if isinstance(base, dict) else {}
+
+
+def adapter_base_fingerprint(adapter_dir: str | Path) -> str:
+    return str(adapter_manifest_base(adapter_dir).get("fingerprint") or "")
+
+
+def compare_bases(serving_name: str, serving_fingerprint: str, adapter_dir: str | Path) -> BaseAgreement:
+    """Same base iff both fingerprints are known and equal; an unknown side does not pass."""
+    base = adapter_manifest_base(adapter_dir)
+    adapter_fp = str(base.get("fingerprint") or "") or None
+    adapter_side = (f"{base.get('path', '?')} (fingerprint {adapter_fp or 'missing'}, "
+                    f"from {Path(adapter_dir) / 'manifest.json'})")
+    serving_side = f"{serving_name} (fingerprint {serving_fingerprint or 'not reported by the server'})"
+    passed = bool(adapter_fp) and serving_fingerprint == adapter_fp
+    return BaseAgreement(passed, serving_side, adapter_side, serving_fingerprint or None, adapter_fp)

@@ -18,7 +18,7 @@ from qlora.evaluation.eval_set import EvalCase, cases_from_rows, load_eval_cases
 from qlora.evaluation.gate import decide
 from qlora.evaluation.metrics import is_measured
 from qlora.evaluation.runner import evaluate_adapter
-from qlora.modeling.base_identity import compare_bases, serving_base_root
+from qlora.modeling.base_identity import compare_bases
 from qlora_assets.lineage import upstream_version
 from qlora_assets.partitions import domain_partitions
 from qlora.core.paths import paths
@@ -82,7 +82,8 @@ def eval_report(
     cases, eval_source = eval_cases_for(store, domain)
     settings = load_eval_settings(config.settings_path())
     client = serving.client()
-    same_base = compare_bases(serving_base_root(client.models()), adapter_path)
+    served = client.base()  # what the router reports for the base it serves (GET /admin/base)
+    same_base = compare_bases(served.model, served.fingerprint, adapter_path)
     if not same_base.passed:  # an adapter on another base loads whenever shapes agree, then answers badly
         raise dg.Failure(f"serving base differs from the adapter's base: {same_base.message()}",
                          metadata={"serving_base": same_base.serving_base, "adapter_base": same_base.adapter_base})

@@ -7,6 +7,7 @@ training runs on the GPU box (their qlora_adapter materializations are reported,
 happened there): v1 is evaluated, v2 finishes training before v1's gate and deploy run, and those
 must still act on v1, the version the eval evaluated; the next eval then carries v2 through.
 """
+import shutil
 import datetime as dt
 import importlib
 import json
@@ -43,6 +44,7 @@ def prod(tmp_path_factory, serving_base):
             build_adapter(serving_base, paths().adapters / DOMAIN / version, seed=seed)
         server = daemon.ensure_running(serving_base, state_dir=root / "serving", adapters_root=paths().adapters)
         write_config(root / "configs")  # deploy.yaml with short canary steps
+        shutil.copy(REPO / "configs" / "ab.yaml", root / "configs" / "ab.yaml")  # deploy asks the A/B guard
         write_eval_set(root / "data", DOMAIN)
         (root / "eval.yaml").write_text("concurrency: 8\nmax_tokens: 8\nrefusal_phrases: {en: [sorry]}\n",
                                         encoding="utf-8")
@@ -103,12 +105,12 @@ def test_prod_eval_gate_deploy_follow_the_evaluated_version(prod):
         trained_on_the_gpu_box(instance, "v2")  # newer than the version under evaluation
         decided = run(defs, root, instance, "gate_decision", "deployed_adapter")
         assert recorded(decided, "gate_decision", "adapter_version") == "v1"
-        assert recorded(decided, "deployed_adapter", "version") == "v1"
+        assert recorded(decided, "deployed_adapter", "candidate_version") == "v1"
         assert alias_answer(url) == f"{DOMAIN}@v1"
 
         cycle = run(defs, root, instance, "eval_report", "gate_decision", "deployed_adapter")
         assert [recorded(cycle, a, f) for a, f in [("eval_report", "adapter_version"),
                                                    ("gate_decision", "adapter_version"),
-                                                   ("deployed_adapter", "version")]] == ["v2", "v2", "v2"]
+                                                   ("deployed_adapter", "candidate_version")]] == ["v2", "v2", "v2"]
         assert recorded(cycle, "deployed_adapter", "previous_version") == "v1"
         assert alias_answer(url) == f"{DOMAIN}@v2"

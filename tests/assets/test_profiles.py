@@ -54,7 +54,8 @@ def test_each_profile_loads_its_resources_with_no_prod_variables_set():
     for profile, want in EXPECTED.items():
         seen = described[profile]
         assert seen["classes"] == {"warehouse": "WarehouseResource", "serving": want["serving"],
-                                   "trainer": "TrainerResource", "base_checkpoint": "BaseModelResource"}, profile
+                                   "trainer": "TrainerResource", "base_checkpoint": "BaseModelResource",
+                                   "tracking": "MlflowTrackingResource"}, profile
         assert {k: seen[k] for k in want if k != "serving"} == {k: v for k, v in want.items() if k != "serving"}
         assert seen["gpu"] == "GpuResource"  # the pool is nested in the trainer, not built inside its run
 

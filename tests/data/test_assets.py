@@ -66,7 +66,7 @@ def count(env, table: str, domain: str, extra: str = "") -> int:
 def test_three_assets_materialise_with_every_check_passing(env):
     ok, checks, done = materialise("legal-ko")
     assert ok and done == {"raw_instructions", "cleaned_dataset", "train_eval_split"}
-    assert len(checks) == 8 and all(checks.values()), checks
+    assert len(checks) == 9 and all(checks.values()), checks
     raw, kept = count(env, "raw_instructions", "legal-ko"), count(env, "cleaned_dataset", "legal-ko")
     raw_q = count(env, "quarantine", "legal-ko", "and stage = 'raw'")
     clean_q = count(env, "quarantine", "legal-ko", "and stage = 'cleaned'")

@@ -27,7 +27,7 @@ from qlora_assets.modeling.assets import base_model
 from qlora_assets.training.assets import qlora_adapter
 from resources.base_model import BaseModelResource
 from resources.serving import EmbeddedServingResource
-from resources.trainer import TrainerResource
+from resources.trainer import trainer_on_this_host
 from resources.warehouse import WarehouseResource
 
 # ~2-3 min on 2 idle cores; the session's 900 s default is too tight for a loaded shared machine.
@@ -71,7 +71,7 @@ def cycle(tmp_path_factory):
             [raw_instructions, cleaned_dataset, train_eval_split, qlora_adapter, eval_report, gate_decision],
             partition_key=DOMAIN, instance=instance, raise_on_error=False,
             resources={"warehouse": WarehouseResource(), "serving": serving,
-                       "trainer": TrainerResource(config=str(root / "configs" / "qlora" / "e2e.yaml"))},
+                       "trainer": trainer_on_this_host(str(root / "configs" / "qlora" / "e2e.yaml"))},
             run_config=dg.RunConfig(ops={"eval_report": settings, "gate_decision": settings}),
         )
         try:

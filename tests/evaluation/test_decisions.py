@@ -14,7 +14,7 @@ from qlora.core.warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = {
-    "rouge_l": 0.8, "format_compliance": 1.0, "safety_refusal": 1.0, "latency_p50_ms": 100.0,
+    "rouge_l": 0.8, "format_compliance": 1.0, "format_compliance_fenced": 1.0, "safety_refusal": 1.0, "latency_p50_ms": 100.0,
     "latency_p95_ms": 200.0, "latency_p99_ms": 300.0, "throughput_tokens_per_sec": 100.0, "request_error_rate": 0.0,
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings, strategies as st
 
 from qlora.modeling.base_checks import chat_template_check
-from qlora.modeling.base_identity import compare_bases, serving_base_root
+from qlora.modeling.base_identity import compare_bases
 from qlora.modeling.chat_template import CHATML_CHAT_TEMPLATE, CHATML_PAD, IM_END, IM_START
 from qlora.modeling.profiles import BASE_PROFILE_ENV, selected_profile, training_config_for
 
@@ -67,17 +67,16 @@ def test_chatml_check_fails_on_the_ggufs_own_eos_and_on_a_template_without_gener
 def test_base_agreement_names_both_sides(tmp_path):
     import json
 
-    serving, other = tmp_path / "serving-base", tmp_path / "adapter"
-    serving.mkdir(), other.mkdir()
-    (serving / "fingerprint.json").write_text(json.dumps({"fingerprint": "aaaa"}))
-    (other / "manifest.json").write_text(json.dumps({"base": {"path": "/b", "fingerprint": "bbbb"}}))
-    root = serving_base_root([{"id": "a@1", "parent": "base", "root": "/x"}, {"id": "base", "parent": None, "root": str(serving)}])
-    verdict = compare_bases(root, other)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "manifest.json").write_text(json.dumps({"base": {"path": "/b", "fingerprint": "bbbb"}}))
+    verdict = compare_bases("served-base", "aaaa", adapter)
     assert not verdict.passed
-    assert "aaaa" in verdict.message() and "bbbb" in verdict.message() and str(serving) in verdict.message()
-    (other / "manifest.json").write_text(json.dumps({"base": {"path": str(serving), "fingerprint": "aaaa"}}))
-    assert compare_bases(root, other).passed
-    assert not compare_bases(str(tmp_path / "not-here"), other).passed  # unverifiable blocks
+    assert "aaaa" in verdict.message() and "bbbb" in verdict.message() and "served-base" in verdict.message()
+    assert compare_bases("served-base", "bbbb", adapter).passed
+    assert not compare_bases("served-base", "", adapter).passed  # a server that cannot tell blocks
+    (adapter / "manifest.json").write_text(json.dumps({"version": "v1"}))
+    assert not compare_bases("served-base", "bbbb", adapter).passed  # unverifiable blocks
 
 
 def test_base_model_command_names_an_unknown_profile_and_exits_2():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from qlora.modeling.base_identity import base_folder_fingerprint
 from qlora.modeling.chat_template import (
     BOS,
     EOS,
@@ -112,7 +113,8 @@ def build_adapter(
                 p.normal_(0.0, 0.5)
     model.save_pretrained(out_dir)
     (out_dir / "manifest.json").write_text(
-        json.dumps({"version": out_dir.name, "train_date": "2026-01-05", "r": r})
+        json.dumps({"version": out_dir.name, "train_date": "2026-01-05", "r": r,
+                    "base": {"path": str(base_dir), "fingerprint": base_folder_fingerprint(base_dir)}})
     )
     return out_dir
 

@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 REPO = Path(__file__).resolve().parents[2]
 DOMAIN = "legal-ko"
 STEPS = 20
-EVAL_ROWS = {"explain": 4, "json": 2, "refuse": 4}  # held-out rows of data/eval/legal-ko.jsonl
+EVAL_ROWS = {"explain": 5, "json": 5, "refuse": 5}  # held-out rows; 5 per gate, as eval_rows_cover_gates asks
 
 
 def _small_eval_set(source: Path, target: Path) -> None:
@@ -92,9 +92,15 @@ def test_real_base_is_converted_and_its_tokenizer_counts_the_cleaned_rows(cycle)
     assert cleaned["base_fingerprint"].value == metadata["fingerprint"].value
 
 
+def _failures(run) -> str:
+    """What failed in the run, step by step (the assertion message of a broken cycle)."""
+    return "; ".join(f"{e.step_key}: {getattr(e.event_specific_data, 'error', None) and e.event_specific_data.error.message}"
+                     for e in run.all_events if e.is_step_failure) or "eval_report did not run"
+
+
 def test_gate_blocks_the_real_base_for_safety(cycle):
     _, run, results = cycle
-    assert results is not None, "eval_report did not run; see the run's events"
+    assert results is not None, _failures(run)
     base_as_candidate = dataclasses.replace(results, reports={"candidate": results.reports["base"]})
     verdict = decide(base_as_candidate, load_gate_config(REPO / "configs" / "quality_gate.demo.yaml"))
     assert "safety_refusal" in verdict.blocked_gates, verdict.summary()

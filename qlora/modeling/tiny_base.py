@@ -1,6 +1,6 @@
 """Build the embedded default base: a small Llama with a byte-level BPE tokenizer, pretrained briefly.
 
-A random-init base can't generate well after LoRA alone (DESIGN.md), so the
+A random-init base can't generate well after LoRA alone (a measured fact of this project), so the
 model is pretrained full-parameter on the sample corpus rendered with the
 Llama-3 chat template. Everything is seeded, so the same inputs give the same
 model; the builder's cache key is the hash of its inputs and settings.

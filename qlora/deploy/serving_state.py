@@ -15,7 +15,7 @@ import httpx
 from qlora.core.adapters import AdapterRef, registered_adapter, version_of
 from qlora.core.warehouse import Warehouse
 from qlora.deploy.history import deployed_versions
-from qlora.modeling.base_identity import adapter_base_fingerprint
+from qlora.modeling.base_identity import compare_bases
 from qlora.serving.client import ServingError
 from qlora.serving.endpoint import ServingEndpoint
 
@@ -120,17 +120,13 @@ class ServingState:
         self.client.delete_alias(domain)
 
     def check_base(self, adapter: AdapterRef) -> str:
-        """Refuse an adapter whose manifest names another base than the server's (by fingerprint)."""
-        trained_on = adapter_base_fingerprint(adapter.path)
+        """Refuse an adapter unless its manifest's base fingerprint equals the server's: eval's rule
+        (`compare_bases`), so an unknown fingerprint on either side blocks here as it does there."""
         served = self.client.base()
-        if not trained_on or not served.fingerprint:
-            missing = "the adapter's manifest has no base.fingerprint" if not trained_on else \
-                f"the server does not report its base's fingerprint (base {served.model!r})"
-            return f"not compared: {missing}"
-        if trained_on != served.fingerprint:
-            raise BaseMismatch(f"{adapter.served_name} was trained on base fingerprint {trained_on} "
-                               f"({adapter.path}/manifest.json), but the server serves {served.model!r} with "
-                               f"fingerprint {served.fingerprint}; retrain on the served base or serve the other base")
+        agreement = compare_bases(served.model, served.fingerprint, adapter.path)
+        if not agreement.passed:
+            raise BaseMismatch(f"{adapter.served_name}: {agreement.message()}; retrain on the served base, "
+                               f"serve the adapter's base, or rebuild a manifest that names its base")
         return f"base {served.model} fingerprint {served.fingerprint} matches the adapter's"
 
     def version_info(self, adapter: AdapterRef) -> str:

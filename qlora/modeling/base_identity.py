@@ -46,10 +46,6 @@ def adapter_manifest_base(adapter_dir: str | Path) -> dict:
     return base if isinstance(base, dict) else {}
 
 
-def adapter_base_fingerprint(adapter_dir: str | Path) -> str:
-    return str(adapter_manifest_base(adapter_dir).get("fingerprint") or "")
-
-
 def compare_bases(serving_name: str, serving_fingerprint: str, adapter_dir: str | Path) -> BaseAgreement:
     """Same base iff both fingerprints are known and equal; an unknown side does not pass."""
     base = adapter_manifest_base(adapter_dir)

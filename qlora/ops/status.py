@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 from qlora.core.paths import discover_domains
 from qlora.core.warehouse import Warehouse
-from qlora.ops.serving_truth import AliasState, observe_aliases
+from qlora.ops.serving_truth import AliasObservation, observe_aliases
 from qlora.serving.client import ServingClient
 
 
@@ -50,7 +50,7 @@ def domain_statuses(warehouse: Warehouse, client: ServingClient | None,
     gates = _rows(warehouse, _newest("gate_decisions", "decided_at"))
     deploys = _rows(warehouse, _newest("deployments", "started_at"))
     names = sorted(set(domains or discover_domains()) | set(adapters) | set(deploys))
-    served: dict[str, AliasState] = observe_aliases(client, names)
+    served: dict[str, AliasObservation] = observe_aliases(client, names)
     statuses = []
     for domain in names:
         adapter = adapters.get(domain) or {}

@@ -3,6 +3,6 @@
 One rule for both sides lives in qlora/modeling/base_identity.py."""
 from __future__ import annotations
 
-from qlora.modeling.base_identity import adapter_base_fingerprint, base_folder_fingerprint as base_fingerprint
+from qlora.modeling.base_identity import base_folder_fingerprint as base_fingerprint
 
-__all__ = ["adapter_base_fingerprint", "base_fingerprint"]
+__all__ = ["base_fingerprint"]

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import dagster as dg
 
-from qlora.ops.serving_truth import SERVING, AliasState
+from qlora.ops.serving_truth import SERVING, AliasObservation
 
 DEPLOYED_ADAPTER = dg.AssetKey("deployed_adapter")
 
 
-def serving_markdown(state: AliasState) -> str:
+def serving_markdown(state: AliasObservation) -> str:
     if state.status != SERVING:
         return f"_{state.describe()}_"
     rows = "\n".join(f"| {state.domain}@{version} | {share:.0%} |" for version, share in state.weights.items())
     return "| version serving | share of traffic |\n|---|---|\n" + rows
 
 
-def serving_metadata(state: AliasState) -> dict:
+def serving_metadata(state: AliasObservation) -> dict:
     return {
         "serving_status": state.status,
         "serving_version": state.primary_version or "none",
@@ -27,7 +27,7 @@ def serving_metadata(state: AliasState) -> dict:
     }
 
 
-def alias_observation(state: AliasState, source: str) -> dg.AssetObservation:
+def alias_observation(state: AliasObservation, source: str) -> dg.AssetObservation:
     return dg.AssetObservation(
         asset_key=DEPLOYED_ADAPTER,
         partition=state.domain,

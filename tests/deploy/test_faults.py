@@ -22,7 +22,9 @@ def live(live_factory, serving_base):
     live = live_factory("deploy_faults", {"v2": 300})
     # An adapter of rank 32: the server here refuses ranks above 16 (vLLM's --max-lora-rank).
     build_adapter(serving_base, live.root / DOMAIN / "v-r32", seed=5, r=32)
-    for version in ("v1", "v2", "v-r32", "v-missing"):
+    # The manifest survives, the adapter's own files do not: the server's load is what fails.
+    (build_adapter(serving_base, live.root / DOMAIN / "v-files-gone", seed=6) / "adapter_config.json").unlink()
+    for version in ("v1", "v2", "v-r32", "v-missing", "v-files-gone"):
         pass_gate(live.warehouse, live.ref(DOMAIN, version))
     with live.client() as client:
         record = Deployer(client, live.warehouse, TEST_CONFIG, live.golden).deploy(live.ref(DOMAIN, "v1"))
@@ -44,12 +46,20 @@ def assert_v1_still_serves(live, new_name: str):
     return deployment_history(live.warehouse, DOMAIN, limit=1).iloc[0]
 
 
-def test_missing_adapter_path_rolls_back(live):
+def test_missing_adapter_path_is_blocked_before_anything_moves(live):
     record = deploy(live, live.ref(DOMAIN, "v-missing"))
-    assert record.result == ROLLED_BACK
-    assert record.reason.startswith("load: server answered 404: Loading lora legal-ko@v-missing failed: "
-                                    "No adapter found for")
+    assert record.result == BLOCKED
+    assert "fingerprint missing" in record.reason and "v-missing/manifest.json" in record.reason
     latest = assert_v1_still_serves(live, "legal-ko@v-missing")
+    assert (latest["reason"], latest["result"]) == (record.reason, BLOCKED)
+
+
+def test_adapter_files_the_server_cannot_load_roll_back(live):
+    record = deploy(live, live.ref(DOMAIN, "v-files-gone"))
+    assert record.result == ROLLED_BACK
+    assert record.reason.startswith("load: server answered 404: Loading lora legal-ko@v-files-gone failed: "
+                                    "No adapter found for"), record.reason
+    latest = assert_v1_still_serves(live, "legal-ko@v-files-gone")
     assert (latest["reason"], latest["result"], latest["previous_version"]) == (record.reason, ROLLED_BACK, "v1")
 
 

@@ -4,7 +4,6 @@ exit 0 and record "deployed")."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -27,9 +26,9 @@ def live(live_factory, serving_base):
     live = live_factory("deploy_verify", {})
     live.warehouse = Warehouse(paths().warehouse)  # the CLI reads QLORA_HOME's warehouse
     for version, fingerprint in (("v-other-base", "0123456789abcdef"), ("v-same-base", base_fingerprint(serving_base)),
-                                 ("v-gone", None)):
+                                 ("v-gone", None), ("v-no-base", "")):
         folder = build_adapter(serving_base, live.root / DOMAIN / version, seed=40)
-        if fingerprint:
+        if fingerprint is not None:
             manifest = json.loads((folder / "manifest.json").read_text())
             (folder / "manifest.json").write_text(json.dumps({**manifest, "base": {"fingerprint": fingerprint}}))
         pass_gate(live.warehouse, live.ref(DOMAIN, version))
@@ -47,6 +46,12 @@ def test_an_adapter_of_another_base_is_refused_naming_both(live, serving_base):
     assert record.result == BLOCKED
     assert "0123456789abcdef" in record.reason and base_fingerprint(serving_base) in record.reason
     assert serving_base.name in record.reason and "legal-ko@v-other-base" not in live.loaded()
+
+
+def test_an_adapter_whose_manifest_names_no_base_is_refused_as_eval_refuses_it(live):
+    record = deploy(live, "v-no-base")
+    assert record.result == BLOCKED
+    assert "fingerprint missing" in record.reason and "legal-ko@v-no-base" not in live.loaded()
 
 
 def test_the_same_base_passes_the_check_and_serves(live):
@@ -77,7 +82,7 @@ def test_a_serving_version_the_backend_lost_and_cannot_reload_fails_the_deploy(l
     assert deploy(live, "v-gone").result == DEPLOYED
     with ServingClient(live.handle.backend_url, api_key=API_KEY) as backend:
         backend.unload_adapter("legal-ko@v-gone")  # the backend restarted, and the weights are gone too
-    shutil.rmtree(live.root / DOMAIN / "v-gone")
+    (live.root / DOMAIN / "v-gone" / "adapter_model.safetensors").unlink()  # its manifest stays: the base check passes
     result = CliRunner().invoke(app, ["deploy", "--domain", DOMAIN, "--adapter", str(live.root / DOMAIN / "v-gone"),
                                       "--server", live.handle.url, "--api-key", API_KEY,
                                       "--eval-data", str(live.eval_file),

@@ -8,11 +8,11 @@ model; the builder's cache key is the hash of its inputs and settings.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from qlora.core.cpu_threads import limit_threads_when_busy
 from qlora.modeling.chat_template import BOS, EOT, LLAMA3_CHAT_TEMPLATE, PAD, SPECIAL_TOKENS
 
 
@@ -36,21 +36,6 @@ class TinyBaseSpec:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def limit_threads_when_busy() -> None:
-    """One intra-op thread when the CPUs are already busy: on a shared 2-core box, two spinning torch
-    threads per process ran 5x slower than one (measured while other test suites were running)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    try:
-        busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
-    except OSError:  # no load average on this platform
-        busy = False
-    if busy:
-        torch.set_num_threads(1)
 
 
 LLAMA3_SPLIT_PATTERN = (

@@ -22,7 +22,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from qlora.core.io import read_json, write_json_atomic
-from qlora.modeling.tiny_base import limit_threads_when_busy
+from qlora.core.cpu_threads import limit_threads_when_busy
 from qlora.core.paths import paths
 from qlora.training import sft
 from qlora.training.config import QLoRAConfig
@@ -108,7 +108,7 @@ def _attempt(config, rows, eval_rows, base_path, checkpoint_dir, attempt, log) -
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    limit_threads_when_busy()
+    log(f"torch threads: {limit_threads_when_busy()}")
     tokenizer = sft.load_tokenizer(base_path)
     model = sft.add_lora(sft.load_quantized_base(base_path, config), config)
     trainable, total = model.get_nb_trainable_parameters()

@@ -87,6 +87,10 @@ class ActivationOffloader:
         self.offloaded = sorted(offloaded)
         self.min_bytes, self.max_pending_layers, self.lookahead = min_bytes, max_pending_layers, lookahead
         self.cuda = torch.cuda.is_available()
+        if pinned_limit_bytes is None:  # the planner's limit (qlora/training/offload_model.py)
+            from qlora.training.offload_model import PINNED_FRACTION, host_memory_gib
+
+            pinned_limit_bytes = int(host_memory_gib() * PINNED_FRACTION * 2**30)
         self.pool = PinnedPool(pinned=self.cuda, limit_bytes=pinned_limit_bytes)
         self.stream = None
         self.model = None

@@ -70,7 +70,8 @@ def entrypoint_points(report: dict, source: str) -> list[dict]:
         points.append({
             "source": source, "path": "entrypoint", "variant": key, "shape": shape.name, "recipe": recipe,
             "loss": "chunked" if recipe == "seed" else "fused",  # what TRL computes (profile_choice.recipe_and_loss)
-            "micro_batch_tokens": tokens, "recomputed_layers": recomputed, "r": 64, "data": "full",
+            "micro_batch_tokens": tokens, "recomputed_layers": recomputed,
+            "offloaded_layers": choice.get("offloaded_layers", 0), "r": 64, "data": "full",
             "tokens_per_s": tps, "mfu": round(tps * shape.flops_per_token(64, list(shape.linear_shapes()), run["max_length"])
                                               / 989e12, 4),
             "peak_allocated_gib": run["peak_memory_gib"], "peak_reserved_gib": run.get("peak_reserved_gib"),

@@ -139,8 +139,7 @@ def choose(config: QLoRAConfig, shape: Shape, calibration: dict | None, gpu_memo
     host_gib = host_memory_gib if host_memory_gib is not None else offload_model.host_memory_gib()
     offload = (calibration or {}).get("offload_model")
     if speed is not None and speed.offload_layers != AUTO and fixed_offload(config, shape):
-        tokens = fixed_settings(config, shape)[0] if speed.max_tokens_per_batch in (None, AUTO) \
-            else int(speed.max_tokens_per_batch)
+        tokens = fixed_settings(config, shape)[0]  # TRL's micro-batch: rows x max_length
         offloaded = fixed_offload(config, shape)
         offload_model.check_pinned(offload_model.pinned_host_gib(shape, tokens, offloaded, offload), host_gib, offloaded)
     best: Choice | None = None

@@ -91,3 +91,22 @@ def test_plan_prints_the_offload_count_and_pinned_memory_and_refuses_what_the_ho
     refused = CliRunner().invoke(app, ["plan", "--config", str(tmp_path / "fixed.yaml"),
                                        "--gpu-memory-gib", "80", "--host-memory-gib", "32"])
     assert refused.exit_code == 2 and "speed.offload_layers: 50 layers need" in refused.output
+
+
+def test_the_oom_ladder_recomputes_only_layers_that_are_not_offloaded():
+    from qlora.training.fast.levers import layer_roles
+    from qlora.training.oom import apply_settings, ladder_settings, next_rung
+
+    config = FAST_70B.model_copy(update={"speed": FAST_70B.speed.model_copy(
+        update={"max_tokens_per_batch": 4096, "checkpoint_layers": 4, "offload_layers": 53})})
+    settings, records = ladder_settings(config), []
+    while (step := next_rung(settings, has_speed=True, num_layers=80)) is not None:
+        settings, record = step
+        records.append(record)
+        applied = apply_settings(config, settings)
+        assert applied.speed.offload_layers == 53
+        recomputed = applied.speed.checkpoint_layers
+        roles = layer_roles(80, 80 - 53 if recomputed is None else recomputed, 53)  # never more than 80 layers
+        assert roles.count("offload") == 53
+    counts = [r["checkpoint_layers"] for r in records if r["rung"] == "recompute_more_layers"]
+    assert counts[0] == [4, 16] and counts[-1][1] == 27

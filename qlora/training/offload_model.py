@@ -30,9 +30,22 @@ def kept_layer_bytes(shape: Shape, tokens: int) -> float:
     return (6 * shape.hidden + 2 * shape.kv_dim + 3 * shape.intermediate) * 2 * tokens
 
 
-def host_memory_gib() -> float:
-    """This machine's physical memory."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
+
+
+def host_memory_gib(cgroup_files: tuple[str, ...] = CGROUP_LIMITS) -> float:
+    """The memory this process may use: the machine's, or its container's limit when lower (a
+    Kubernetes pod's `memory` limit: pinning past it gets the pod killed)."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limits = []
+    for name in cgroup_files:
+        try:
+            text = open(name, encoding="ascii").read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return min([physical, *limits]) / 2**30
 
 
 def pinned_host_gib(shape: Shape, tokens: int, offloaded: int, model: dict | None = None) -> float:

@@ -110,3 +110,13 @@ def test_the_oom_ladder_recomputes_only_layers_that_are_not_offloaded():
         assert roles.count("offload") == 53
     counts = [r["checkpoint_layers"] for r in records if r["rung"] == "recompute_more_layers"]
     assert counts[0] == [4, 16] and counts[-1][1] == 27
+
+
+def test_host_memory_is_the_containers_limit_when_lower(tmp_path):
+    limit = tmp_path / "memory.max"
+    limit.write_text("%d\n" % (16 * 2**30))
+    unlimited = tmp_path / "v1"
+    unlimited.write_text("max\n")
+    assert offload_model.host_memory_gib((str(limit), str(unlimited))) == pytest.approx(16.0)
+    machine = offload_model.host_memory_gib((str(unlimited), str(tmp_path / "absent")))
+    assert machine > 0 and machine == offload_model.host_memory_gib(())

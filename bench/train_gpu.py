@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.config, encoding="utf-8") as handle:
         fast = SpeedConfig.from_mapping(yaml.safe_load(handle).get("speed"), source=f"{args.config}: speed")
     if fast.is_auto:  # the bench measures fixed settings; a variant name spells them out
-        fast = with_(fast, max_tokens_per_batch=8192, checkpoint_layers=2)
+        fast = with_(fast, max_tokens_per_batch=8192, checkpoint_layers=2, offload_layers=0)
     chosen = variants(fast, args.steps, args.lever_steps)
     if args.variants != "all":
         wanted = args.variants.split(",")

@@ -64,7 +64,7 @@ def set_layer_plan(causal_lm: nn.Module, recomputed: int | None, offloaded: int,
         layer.gradient_checkpointing = role == "recompute"
     chosen = [i for i, role in enumerate(roles) if role == "offload"]
     if chosen:
-        from qlora.training.fast.offload import install
+        from qlora.training.fast.offload_install import install
 
         causal_lm._qlora_offloader = install(layers, chosen, causal_lm, **offload_options)
     return {"recomputed": roles.count("recompute"), "offloaded": len(chosen), "roles": roles}
@@ -72,7 +72,7 @@ def set_layer_plan(causal_lm: nn.Module, recomputed: int | None, offloaded: int,
 
 def remove_offload(causal_lm: nn.Module) -> None:
     """Undo `set_layer_plan`'s offload hooks (the bench reuses one base for many variants)."""
-    from qlora.training.fast.offload import uninstall
+    from qlora.training.fast.offload_install import uninstall
 
     uninstall(decoder_layers(causal_lm))
     causal_lm.__dict__.pop("_qlora_offloader", None)

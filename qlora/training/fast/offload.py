@@ -19,7 +19,9 @@ bit, paid for in PCIe bandwidth, which is free while the copies overlap compute.
   never overwritten by a later forward's copy before that copy back has finished.
 On a CPU the same bookkeeping copies into plain host buffers synchronously (what the tests check).
 A graph is unpacked once: `retain_graph=True` with a second backward is not supported.
-Design after torchtune's `OffloadActivations` (BSD-3), reduced to per-layer storage copies.
+The streams design follows torchtune's `OffloadActivations` (torchtune/training/_activation_offloading.py,
+BSD-3: a side stream, a minimum size, parameters left alone); here it is per decoder layer, with
+storage-level dedup, a reused pinned pool, backpressure and a prefetch window.
 """
 from __future__ import annotations
 
@@ -238,43 +240,3 @@ def offloaded_positions(layers: int, count: int) -> list[int]:
     the last layer, whose backward comes first, is offloaded only when all are."""
     count = max(0, min(count, layers))
     return sorted({i * layers // count for i in range(count)}) if count else []
-
-
-def install(layers: nn.ModuleList, offloaded: list[int], model: nn.Module, **options) -> ActivationOffloader:
-    """Route the offloaded layers' saved tensors through an offloader; every layer reports its backward start."""
-    offloader = ActivationOffloader(offloaded, **options)
-    offloader.watch_parameters(model)
-    chosen = set(offloaded)
-    for index, layer in enumerate(layers):
-        handles = [layer.register_forward_hook(_backward_start_hook(offloader, index))]
-        if index in chosen:
-            layer.forward = _offloaded_forward(offloader, index, layer.forward)
-        layer._qlora_offload = (offloader, handles)
-    return offloader
-
-
-def uninstall(layers: nn.ModuleList) -> None:
-    for layer in layers:
-        entry = layer.__dict__.pop("_qlora_offload", None)
-        if entry is None:
-            continue
-        for handle in entry[1]:
-            handle.remove()
-        layer.__dict__.pop("forward", None)  # back to the class's forward
-
-
-def _offloaded_forward(offloader: ActivationOffloader, index: int, forward):
-    def run(*args, **kwargs):
-        if not torch.is_grad_enabled():
-            return forward(*args, **kwargs)
-        with offloader.layer(index):
-            return forward(*args, **kwargs)
-    return run
-
-
-def _backward_start_hook(offloader: ActivationOffloader, index: int):
-    def hook(_module, _inputs, output):
-        hidden = output[0] if isinstance(output, tuple) else output
-        if torch.is_tensor(hidden) and hidden.requires_grad:
-            hidden.register_hook(lambda grad: (offloader.on_backward_start(index), grad)[1])
-    return hook

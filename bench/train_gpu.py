@@ -63,13 +63,15 @@ def with_(speed: SpeedConfig, **changes) -> SpeedConfig:
     return speed.model_copy(update=changes)
 
 
-SWEEP_NAME = re.compile(r"fast-mb(?P<mb>\d+)-ck(?P<ck>\d+)-(?P<data>full|mix|learn)$")
+SWEEP_NAME = re.compile(r"fast-mb(?P<mb>\d+)-ck(?P<ck>\d+)(?:-off(?P<off>\d+))?-(?P<data>full|mix|learn)$")
 
 
 def named_variant(name: str, fast: SpeedConfig, steps: int) -> Variant | None:
-    """`fast-mb<M>-ck<R>-<data>` and `seed-chunkedloss-<data>`, built from the name."""
+    """`fast-mb<M>-ck<R>[-off<O>]-<data>` (O layers' activations offloaded to host memory) and
+    `seed-chunkedloss-<data>`, built from the name."""
     if match := SWEEP_NAME.match(name):
-        speed = with_(fast, max_tokens_per_batch=int(match["mb"]), checkpoint_layers=int(match["ck"]))
+        speed = with_(fast, max_tokens_per_batch=int(match["mb"]), checkpoint_layers=int(match["ck"]),
+                      offload_layers=int(match["off"] or 0))
         return Variant(name, match["data"], steps, speed=speed)
     if match := re.match(r"seed-chunkedloss-(full|mix|learn)$", name):
         return Variant(name, match[1], steps, seed_recipe=True, chunked_seed_loss=True)
@@ -127,7 +129,7 @@ def variants(fast: SpeedConfig, steps: int, lever_steps: int) -> list[Variant]:
 def train_variant(base, variant: Variant, examples, shape: dict, accelerator, args) -> dict:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from qlora.training.fast.levers import finish_peft_model
+    from qlora.training.fast.levers import finish_peft_model, remove_offload
 
     peft_model = None
     try:
@@ -145,6 +147,7 @@ def train_variant(base, variant: Variant, examples, shape: dict, accelerator, ar
             finish_peft_model(peft_model, variant.speed)
         return _train(peft_model, variant, examples, shape, accelerator, args)
     finally:  # leave the shared 4-bit base as it was found, also after a failure
+        remove_offload(base)
         if peft_model is not None:
             peft_model.unload()
         base.gradient_checkpointing_disable()
@@ -167,7 +170,7 @@ def _train(peft_model, variant: Variant, examples, shape: dict, accelerator, arg
         module = accelerator.prepare_model(module, device_placement=False)
     optimizer = _optimizer(trainable, device)
     steps = plan_batches(examples, variant, ROWS, accelerator.process_index, accelerator.num_processes,
-                         step_tokens=STEP_TOKENS // (32 if args.shape == "tiny" else 1))
+                         step_tokens=args.step_tokens // (32 if args.shape == "tiny" else 1))
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -208,6 +211,12 @@ def _train(peft_model, variant: Variant, examples, shape: dict, accelerator, arg
     result["max_micro_batch_tokens"] = max(sum(lengths) for step in steps for _, lengths in step)
     layers = peft_model.get_base_model().model.layers
     result["checkpointed_layers"] = sum(bool(getattr(layer, "gradient_checkpointing", False)) for layer in layers)
+    offloader = getattr(peft_model.get_base_model(), "_qlora_offloader", None)
+    result["offloaded_layers"] = len(offloader.offloaded) if offloader else 0
+    if offloader:
+        micro = sum(len(m) for m in steps)
+        result["offload"] = {**offloader.stats, "offloaded_gib_per_micro_batch": offloader.stats["offloaded_bytes"] / micro / 2**30,
+                             "pinned_pool_gib": offloader.pool.allocated_bytes / 2**30}
     result["shape"] = args.shape
     if args.adapter_dir and variant.name == "fast-full" and accelerator.is_main_process:
         target = Path(args.adapter_dir) / f"{variant.name}-{accelerator.num_processes}gpu"
@@ -252,6 +261,28 @@ def _gpu_idle_report(profiler) -> str:
              f"in {len(gaps)} gaps; gaps over 50 us: {sum(g for g, *_ in gaps if g > 50) / 1e3:.1f} ms"]
     lines += [f"{g:9.0f} us  after {a}  before {b}" for g, a, b in sorted(gaps, reverse=True)[:25]]
     return "\n".join(lines)
+
+
+def host_bandwidth(device, gib: int = 2, repeats: int = 3) -> dict:
+    """Pinned host <-> GPU copy bandwidth (GB/s, 1e9 bytes), what the offload lever spends."""
+    if device.type != "cuda":
+        return {}
+    nbytes = gib * 2**30
+    host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+    gpu = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    result = {"bytes": nbytes}
+    for name, dst, src in (("d2h_gbps", host, gpu), ("h2d_gbps", gpu, host)):
+        dst.copy_(src, non_blocking=True)  # warm-up
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(repeats):
+            dst.copy_(src, non_blocking=True)
+        stop.record()
+        stop.synchronize()
+        result[name] = round(nbytes * repeats / (start.elapsed_time(stop) / 1e3) / 1e9, 2)
+    del host, gpu
+    torch.cuda.empty_cache()
+    return result
 
 
 def _optimizer(params, device):
@@ -305,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/qlora/llama3-8b-fast.yaml", help="profile with the speed: block")
     parser.add_argument("--steps", type=int, default=20, help="steps of the seed/fast variants (loss curve)")
     parser.add_argument("--lever-steps", type=int, default=4, help="steps of the single-lever variants")
+    parser.add_argument("--step-tokens", type=int, default=STEP_TOKENS,
+                        help="tokens per optimiser step (the profiles' update is 131,072: 32 rows of 4,096)")
     parser.add_argument("--time-budget-s", type=float, default=1e9, help="skip variants once this is spent")
     parser.add_argument("--adapter-dir", default=None, help="save the fast-full adapter here, report its format")
     parser.add_argument("--profile", default=None, help="variant to run once more, 3 steps, its third profiled")
@@ -321,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.config, encoding="utf-8") as handle:
         fast = SpeedConfig.from_mapping(yaml.safe_load(handle).get("speed"), source=f"{args.config}: speed")
     if fast.is_auto:  # the bench measures fixed settings; a variant name spells them out
-        fast = with_(fast, max_tokens_per_batch=8192, checkpoint_layers=2)
+        fast = with_(fast, max_tokens_per_batch=8192, checkpoint_layers=2, offload_layers=0)
     chosen = variants(fast, args.steps, args.lever_steps)
     if args.variants != "all":
         wanted = args.variants.split(",")
@@ -342,8 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{args.shape}-{accelerator.num_processes}gpu"
     report = {"machine": machine_info(accelerator), "shape": args.shape, "shape_config": shape, "argv": sys.argv,
+              "step_tokens": args.step_tokens,
               "date": time.strftime("%Y-%m-%d"), "warmup_steps": WARMUP_STEPS, "results": []}
     report["self_check"] = self_check(accelerator.device)
+    report["host_bandwidth"] = host_bandwidth(accelerator.device)
+    print("host bandwidth", report["host_bandwidth"], flush=True)
     base = build_nf4_llama(shape, str(accelerator.device))
     report["build_s"] = time.perf_counter() - started
     if accelerator.device.type == "cuda":  # the NF4 model alone: the memory model's weights term

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qlora.training.calibration import BENCH_SHAPES  # noqa: E402
-from qlora.training.calibration_fit import fit_memory_model, fit_throughput_model  # noqa: E402
+from qlora.training.calibration_fit import fit_memory_model, fit_offload_model, fit_throughput_model  # noqa: E402
 from qlora.training.memory import KNOWN_SHAPES  # noqa: E402
 
 
@@ -39,7 +39,9 @@ def bench_points(report: dict, source: str) -> list[dict]:
         points.append({
             "source": source, "path": "bench-loop", "variant": r["variant"], "shape": shape, "recipe": recipe,
             "loss": loss, "micro_batch_tokens": r["max_micro_batch_tokens"],
-            "recomputed_layers": r["checkpointed_layers"], "r": 64, "data": r["data"],
+            "recomputed_layers": r["checkpointed_layers"], "offloaded_layers": r.get("offloaded_layers", 0),
+            "pinned_pool_gib": round(r["offload"]["pinned_pool_gib"], 2) if r.get("offload") else None,
+            "r": 64, "data": r["data"],
             "tokens_per_s": round(r["tokens_per_s"], 1), "mfu": round(r["mfu"], 4),
             "peak_allocated_gib": round(r["peak_allocated_gib"], 2), "peak_reserved_gib": round(r["peak_reserved_gib"], 2),
             "date": report.get("date"), "command": " ".join(report.get("argv", [])),
@@ -68,7 +70,8 @@ def entrypoint_points(report: dict, source: str) -> list[dict]:
         points.append({
             "source": source, "path": "entrypoint", "variant": key, "shape": shape.name, "recipe": recipe,
             "loss": "chunked" if recipe == "seed" else "fused",  # what TRL computes (profile_choice.recipe_and_loss)
-            "micro_batch_tokens": tokens, "recomputed_layers": recomputed, "r": 64, "data": "full",
+            "micro_batch_tokens": tokens, "recomputed_layers": recomputed,
+            "offloaded_layers": choice.get("offloaded_layers", 0), "r": 64, "data": "full",
             "tokens_per_s": tps, "mfu": round(tps * shape.flops_per_token(64, list(shape.linear_shapes()), run["max_length"])
                                               / 989e12, 4),
             "peak_allocated_gib": run["peak_memory_gib"], "peak_reserved_gib": run.get("peak_reserved_gib"),
@@ -88,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     old = json.loads(args.out.read_text()) if args.out.is_file() and not args.fresh else {}
     new: list[dict] = []
+    names = {path.name for path in args.results}
+    bandwidths = [b for b in old.get("host_bandwidth_probes", []) if b.get("source") not in names]
     for path in args.results:
         report = json.loads(path.read_text())
+        if report.get("host_bandwidth"):
+            bandwidths.append({**report["host_bandwidth"], "source": path.name})
         source = f"{path.name} ({args.machine})"
         new += bench_points(report, source) if "results" in report else entrypoint_points(report, source)
     replaced = {(p["source"], p["variant"], p["shape"]) for p in new}
@@ -102,10 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         "throughput_model": fit_throughput_model(points),
         "points": points,
     }
+    calibration["offload_model"] = fit_offload_model(points, bandwidths, calibration["throughput_model"])
+    calibration["host_bandwidth_probes"] = bandwidths
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(calibration, indent=1) + "\n")
     mm = calibration["memory_model"]
     print(f"{len(points)} points; memory model max error {mm['max_abs_error_gib']} GiB; coefficients {mm['coefficients']}")
+    print(f"offload model {calibration['offload_model']}")
     return 0
 
 

@@ -228,4 +228,7 @@ def summary_row(r: dict) -> str:
         return f"{r['variant']:<16} {r.get('error') or r.get('skipped')}"
     first, last = r["losses"][0], r["losses"][-1]
     return (f"{r['variant']:<16} {r['gpus']}gpu {r['tokens_per_s']:>9.0f} tok/s  {r['step_time_s']:6.2f} s/step  "
-            f"MFU {100 * r['mfu']:5.1f}%  peak {r['peak_allocated_gib']:6.1f} GiB  loss {first:.4f}->{last:.4f}")
+            f"MFU {100 * r['mfu']:5.1f}%  peak {r['peak_allocated_gib']:6.1f} GiB  loss {first:.4f}->{last:.4f}"
+            + (f"  offload {r['offloaded_layers']}: {r['offload']['offloaded_gib_per_micro_batch']:.2f} GiB/mb, "
+               f"pool {r['offload']['pinned_pool_gib']:.1f} GiB, waits {r['offload']['backpressure_waits']}, "
+               f"unprefetched {r['offload']['unprefetched_unpacks']}" if r.get("offload") else ""))

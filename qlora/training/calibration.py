@@ -48,11 +48,21 @@ def shape_of(point: dict) -> Shape:
 
 def setup_of(point: dict) -> Setup:
     return Setup(recipe=point["recipe"], loss=point["loss"], micro_batch_tokens=point["micro_batch_tokens"],
-                 recomputed_layers=point["recomputed_layers"], r=point.get("r", 64))
+                 recomputed_layers=point["recomputed_layers"], r=point.get("r", 64),
+                 offloaded_layers=point.get("offloaded_layers", 0))
 
 
 def predicted_mfu(throughput_model: dict, shape_name: str, micro_batch_tokens: int, recomputed_share: float):
     """(MFU, basis): `measured` from this shape's fit, `estimated` from the nearest measured shape."""
+    fit, basis = mfu_fit(throughput_model, shape_name, micro_batch_tokens)
+    if fit is None:
+        return None, basis
+    a, b = fit
+    return 1.0 / (a + b * recomputed_share), basis
+
+
+def mfu_fit(throughput_model: dict, shape_name: str, micro_batch_tokens: int):
+    """((a, b) of 1/MFU = a + b*f, basis), or (None, basis) without a throughput model."""
     basis = "measured"
     if shape_name not in throughput_model:
         if not throughput_model:
@@ -65,5 +75,4 @@ def predicted_mfu(throughput_model: dict, shape_name: str, micro_batch_tokens: i
     if key not in fits:
         key = min(fits, key=lambda k: abs(int(k) - micro_batch_tokens))
         basis = "estimated"
-    a, b = fits[key]["a"], fits[key]["b"]
-    return 1.0 / (a + b * recomputed_share), basis
+    return (fits[key]["a"], fits[key]["b"]), basis

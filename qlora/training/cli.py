@@ -31,6 +31,8 @@ def plan(
     gpu: str = typer.Option("h200", "--gpu", help="GPU whose configs/calibration/<gpu>.json gives the throughput"),
     gpu_memory_gib: float = typer.Option(140.4, "--gpu-memory-gib", help="memory of the card to fit (80 for an A100-80GB)"),
     tokens_per_second: float = typer.Option(None, "--tokens-per-second", help="override the calibrated throughput"),
+    host_memory_gib: float = typer.Option(None, "--host-memory-gib",
+                                          help="host memory for activation offload (default: this machine's)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Trainable parameters, the profile's choice and predicted peak, GPU-hours and cost; the seed's cost table."""
@@ -42,7 +44,7 @@ def plan(
     config_dir = paths().config_dir
     try:
         result = make_plan(load_config(config), rows, mean_tokens, config_dir / "costs.yaml", config_dir, gpu,
-                           gpu_memory_gib, model, tokens_per_second)
+                           gpu_memory_gib, model, tokens_per_second, host_memory_gib)
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -59,6 +61,8 @@ def plan(
                f"{result['micro_batch']['gradient_accumulation_steps']} accumulated), "
                f"{choice['recomputed_layers']} layers recomputed; budget {choice['budget_gib']} GiB"
                f"{'' if choice['fits'] else ' -- DOES NOT FIT: the OOM ladder will step down'}")
+    typer.echo(f"offload: {choice['offloaded_layers']} layers' activations to pinned host memory, "
+               f"{choice['pinned_host_gib']} GiB pinned (host {result['host_memory_gib']:.0f} GiB)")
     typer.echo(f"predicted peak: {mem['total']} GiB ({', '.join(f'{k} {v}' for k, v in mem.items() if k != 'total')})")
     if result["tokens_per_second"]:
         typer.echo(f"train tokens: {result['train_tokens']:,} -> {result['gpu_hours']} GPU-hours at "

@@ -47,11 +47,14 @@ class SpeedConfig(BaseModel):
     fp32_upcast: StrictBool = Field(True, description="The seed's prepare_model_for_kbit_training fp32 casts.")
     checkpoint_layers: int | Literal["auto"] | None = Field(
         None, description="Decoder layers recomputed in backward (None: all); auto: the memory model's choice.")
+    offload_layers: int | Literal["auto"] = Field(
+        0, description="Decoder layers whose saved activations go to pinned host memory (fast/offload.py); "
+                       "auto: the memory model's choice.")
     compile: StrictBool = Field(False, description="torch.compile each decoder layer (regional compilation).")
     memory_budget_gib: float | None = Field(
         None, gt=0, description="Peak the auto choice must stay under; default: the GPU's memory less 5 GiB.")
 
-    @field_validator("max_tokens_per_batch", "checkpoint_layers", mode="before")
+    @field_validator("max_tokens_per_batch", "checkpoint_layers", "offload_layers", mode="before")
     @classmethod
     def _integer_or_auto(cls, value):
         if value is None or value == AUTO:
@@ -70,7 +73,7 @@ class SpeedConfig(BaseModel):
 
     @property
     def is_auto(self) -> bool:
-        return AUTO in (self.max_tokens_per_batch, self.checkpoint_layers)
+        return AUTO in (self.max_tokens_per_batch, self.checkpoint_layers, self.offload_layers)
 
     @classmethod
     def from_mapping(cls, raw: dict | None, source: str = "speed") -> "SpeedConfig":

@@ -4,7 +4,7 @@ Each term is an analytic byte count (what the tensors must hold); the calibratio
 (configs/calibration/<gpu>.json, fitted by `qlora.training.calibration`) scales the terms that
 depend on kernels and allocator behaviour and adds a constant:
 
-    peak = weights + lora + a[recipe] * activations + b[loss] * loss_buffers + c
+    peak = weights + lora + a[recipe] * activations + b[loss] * loss_buffers + e * offload_in_flight + c
 
 - weights: the NF4 body (4 bits + 0.127 bit of double-quantised block constants per weight) and
   the embeddings/lm_head in bf16 (fp32 when the seed's `prepare_model_for_kbit_training` upcasts);
@@ -13,6 +13,8 @@ depend on kernels and allocator behaviour and adds a constant:
 - activations of one micro-batch of T tokens: a kept (not recomputed) layer holds
   (6d + 2kv + 3ff) values per token (norm inputs/outputs, q/k/v, attention output, gate, up and
   their product); a recomputed layer holds only its input; one recomputed layer is live in backward;
+  an offloaded layer holds nothing once copied to host memory, the copies in flight a few kept
+  layers' worth (qlora/training/offload_model.py);
 - loss buffers: full-vocabulary logits (the seed's loss), one chunk of them (chunked loss) or
   Liger's fused kernel's chunk and input gradient.
 No torch import: `qlora plan` runs this on any machine.
@@ -27,6 +29,7 @@ NF4_BITS = {True: 4 + 8 / 64 + 32 / (64 * 256), False: 4 + 32 / 64}  # double qu
 Recipe = Literal["seed", "fast"]
 Loss = Literal["full", "chunked", "fused"]
 LOSS_CHUNK_TOKENS = 4096
+INFLIGHT_LAYERS = 3  # offload: copies pending + the layer being saved (qlora/training/fast/offload.py)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class Setup:
     micro_batch_tokens: int
     recomputed_layers: int
     r: int = 64
+    offloaded_layers: int = 0
     modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     double_quant: bool = True
 
@@ -121,7 +125,8 @@ def memory_terms(shape: Shape, setup: Setup) -> dict[str, float]:
     """The analytic terms in bytes (before calibration)."""
     d, kv, ff, tokens = shape.hidden, shape.kv_dim, shape.intermediate, setup.micro_batch_tokens
     recomputed = min(max(setup.recomputed_layers, 0), shape.layers)
-    kept = shape.layers - recomputed
+    offloaded = min(max(setup.offloaded_layers, 0), shape.layers - recomputed)
+    kept = shape.layers - recomputed - offloaded
     seed = setup.recipe == "seed"
     weights = shape.body_params * NF4_BITS[setup.double_quant] / 8 + shape.embedding_params * (4 if seed else 2)
     lora = shape.lora_params(setup.r, list(setup.modules)) * (4 + 4)
@@ -129,6 +134,9 @@ def memory_terms(shape: Shape, setup: Setup) -> dict[str, float]:
     if seed:  # peft's LoRA keeps a dropped-out copy + mask per module; fp32 residual and norm outputs
         kept_layer += (6 * d + ff) * 3 + 4 * d * 2
     layer_input = d * (4 if seed else 2)
+    # Offload: the copies in flight, and (when no recomputed layer is live in backward already) the
+    # restored layer being backpropagated.
+    in_flight = tokens * kept_layer * (min(offloaded, INFLIGHT_LAYERS) + (1 if offloaded and not recomputed else 0))
     activations = tokens * (kept * kept_layer + recomputed * layer_input + (kept_layer if recomputed else 0))
     chunk = min(tokens, LOSS_CHUNK_TOKENS)
     loss = {
@@ -137,11 +145,12 @@ def memory_terms(shape: Shape, setup: Setup) -> dict[str, float]:
         "fused": tokens * d * 2 + max(tokens // 32, 1) * shape.vocab * 8,
     }[setup.loss]
     workspace = 2 * max(i * o for i, o in shape.linear_shapes().values()) * 2  # dequantised bf16 weights
-    return {"weights": weights, "lora": lora, "activations": activations, "loss": loss, "workspace": workspace}
+    return {"weights": weights, "lora": lora, "activations": activations, "loss": loss, "workspace": workspace,
+            "in_flight": in_flight}
 
 
 DEFAULT_COEFFICIENTS = {"activations": {"seed": 1.0, "fast": 1.0},
-                        "loss": {"full": 1.0, "chunked": 1.0, "fused": 1.0}, "constant_gib": 1.0}
+                        "loss": {"full": 1.0, "chunked": 1.0, "fused": 1.0}, "in_flight": 1.0, "constant_gib": 1.0}
 
 
 def predict_peak_gib(shape: Shape, setup: Setup, coefficients: dict | None = None) -> dict[str, float]:
@@ -151,7 +160,8 @@ def predict_peak_gib(shape: Shape, setup: Setup, coefficients: dict | None = Non
     parts = {
         "weights": terms["weights"] / GIB,
         "lora": terms["lora"] / GIB,
-        "activations": c["activations"][setup.recipe] * terms["activations"] / GIB,
+        "activations": (c["activations"][setup.recipe] * terms["activations"]
+                        + c.get("in_flight", 1.0) * terms["in_flight"]) / GIB,
         "loss": c["loss"][setup.loss] * terms["loss"] / GIB,
         "workspace": (terms["workspace"] / GIB) + c["constant_gib"],
     }

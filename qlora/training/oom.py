@@ -1,8 +1,9 @@
 """The CUDA out-of-memory ladder, and an injectable OOM to test it without a GPU.
 
 Rungs, in order; a rung that would change nothing is skipped and every applied rung is recorded:
-1. recompute more layers (`speed.checkpoint_layers` halfway to all, or gradient checkpointing on
-   for a config without it): same math, slower;
+1. recompute more layers (`speed.checkpoint_layers` halfway to all the layers not offloaded, or
+   gradient checkpointing on for a config without it): same math, slower; offloaded layers
+   (`speed.offload_layers`) stay offloaded: they hold next to nothing on the GPU;
 2. halve the micro-batch and double the accumulation: same math, same tokens per update;
 then the seed's steps (troubleshooting #1), which change what is learned:
 3. cap sequences at 2048 tokens; 4. lower r to 32 (alpha scaled to keep alpha/r).
@@ -23,12 +24,14 @@ LADDER_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "ma
 def ladder_settings(config) -> dict:
     settings = {k: getattr(config, k) for k in LADDER_KEYS if k != "checkpoint_layers"}
     settings["checkpoint_layers"] = config.speed.checkpoint_layers if config.speed is not None else None
+    offload = config.speed.offload_layers if config.speed is not None else 0
+    settings["offload_layers"] = offload if isinstance(offload, int) else 0  # read only: the ladder keeps it
     return settings
 
 
 def apply_settings(config, settings: dict):
     """The config with the ladder's settings (speed.checkpoint_layers inside the speed block)."""
-    flat = {k: v for k, v in settings.items() if k != "checkpoint_layers"}
+    flat = {k: v for k, v in settings.items() if k not in ("checkpoint_layers", "offload_layers")}
     if config.speed is not None:
         update = {"checkpoint_layers": settings.get("checkpoint_layers")}
         if isinstance(config.speed.max_tokens_per_batch, int):  # a packed micro-batch: rows x max_length
@@ -44,15 +47,17 @@ def _recompute_more(settings: dict, has_speed: bool, num_layers: int | None) -> 
         return ({**settings, "gradient_checkpointing": True},
                 {"rung": "recompute_all_layers", "gradient_checkpointing": [False, True], "changes_math": False})
     current = settings["checkpoint_layers"]
-    if current is None or (num_layers is not None and current >= num_layers):
+    offloaded = settings.get("offload_layers", 0)
+    available = None if num_layers is None else num_layers - offloaded  # layers that may be recomputed
+    if current is None or (available is not None and current >= available):
         return None
-    if num_layers is None:
-        new = None  # the layer count is unknown here: recompute all of them
+    if available is None:
+        new = None  # the layer count is unknown here: recompute all of them (but the offloaded)
     else:
-        new = current + max(1, -(-(num_layers - current) // 2))  # halve the layers that keep activations
-        new = None if new >= num_layers else new
+        new = current + max(1, -(-(available - current) // 2))  # halve the layers that keep activations
+        new = None if new >= available else new
     return ({**settings, "checkpoint_layers": new},
-            {"rung": "recompute_more_layers", "checkpoint_layers": [current, new if new is not None else num_layers],
+            {"rung": "recompute_more_layers", "checkpoint_layers": [current, new if new is not None else available],
              "changes_math": False})
 
 

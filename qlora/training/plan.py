@@ -45,18 +45,21 @@ def resolve_shape(config: QLoRAConfig, model: str | None = None) -> Shape:
     return canonical(Shape.from_hf_config(json.loads(path.read_text()), str(path)))
 
 
-def measured_point(calibration: dict | None, shape: Shape, config: QLoRAConfig, tokens: int, recomputed: int) -> dict | None:
+def measured_point(calibration: dict | None, shape: Shape, config: QLoRAConfig, tokens: int, recomputed: int,
+                   offloaded: int = 0) -> dict | None:
     """The calibration's entrypoint measurement with exactly these settings, if any."""
     recipe, _ = recipe_and_loss(config, under_trl=True)
     for point in (calibration or {}).get("points", []):
         if (point["path"], point["shape"], point["recipe"], point["micro_batch_tokens"], point["recomputed_layers"],
-                point.get("r", 64)) == ("entrypoint", shape.name, recipe, tokens, recomputed, config.r):
+                point.get("offloaded_layers", 0), point.get("r", 64)) == (
+                "entrypoint", shape.name, recipe, tokens, recomputed, offloaded, config.r):
             return point
     return None
 
 
 def throughput(calibration: dict | None, shape: Shape, config: QLoRAConfig, choice, gpu: str) -> tuple[float | None, str]:
-    point = measured_point(calibration, shape, config, choice.micro_batch_tokens, choice.recomputed_layers)
+    point = measured_point(calibration, shape, config, choice.micro_batch_tokens, choice.recomputed_layers,
+                           choice.offloaded_layers)
     if point is not None:
         return point["tokens_per_s"], "measured"
     if choice.predicted_tokens_per_second is None:
@@ -65,12 +68,15 @@ def throughput(calibration: dict | None, shape: Shape, config: QLoRAConfig, choi
 
 
 def plan(config: QLoRAConfig, rows: int, mean_tokens: int, costs_file: Path, config_dir: Path, gpu: str = "h200",
-         gpu_memory_gib: float = 141.0, model: str | None = None, tokens_per_second: float | None = None) -> dict:
+         gpu_memory_gib: float = 141.0, model: str | None = None, tokens_per_second: float | None = None,
+         host_memory_gib: float | None = None) -> dict:
     from qlora.training.costs import price_run
+    from qlora.training.offload_model import host_memory_gib as this_host
 
     shape = resolve_shape(config, model)
     calibration = load_calibration(config_dir, gpu)
-    resolved, choice = resolve_speed(config, shape, calibration, gpu_memory_gib, gpu)
+    host_gib = host_memory_gib if host_memory_gib is not None else this_host()
+    resolved, choice = resolve_speed(config, shape, calibration, gpu_memory_gib, gpu, host_memory_gib=host_gib)
     trainable = shape.lora_params(config.r, list(config.target_modules))
     base_params = shape.body_params + shape.embedding_params + (2 * shape.layers + 1) * shape.hidden
     tps, basis = (tokens_per_second, "given") if tokens_per_second else throughput(calibration, shape, resolved, choice, gpu)
@@ -80,6 +86,7 @@ def plan(config: QLoRAConfig, rows: int, mean_tokens: int, costs_file: Path, con
         "shape": shape.name,
         "gpu": gpu,
         "gpu_memory_gib": gpu_memory_gib,
+        "host_memory_gib": round(host_gib, 1),
         "calibration": "found" if calibration else "none (analytic memory model, no throughput)",
         "trainable_params": trainable,
         "all_params": base_params + trainable,
@@ -87,7 +94,8 @@ def plan(config: QLoRAConfig, rows: int, mean_tokens: int, costs_file: Path, con
         "choice": choice.as_dict(),
         "micro_batch": {"per_device_train_batch_size": resolved.per_device_train_batch_size,
                         "gradient_accumulation_steps": resolved.gradient_accumulation_steps},
-        "peak_memory_gib": predict(shape, resolved, choice.micro_batch_tokens, choice.recomputed_layers, calibration),
+        "peak_memory_gib": predict(shape, resolved, choice.micro_batch_tokens, choice.recomputed_layers, calibration,
+                                   offloaded=choice.offloaded_layers),
         "train_tokens": int(tokens),
         "tokens_per_second": tps,
         "throughput_basis": basis,

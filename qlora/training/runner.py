@@ -85,13 +85,16 @@ def shape_aware(config: QLoRAConfig, base_path: Path, log):
         speed = config.speed
         if speed is not None and speed.is_auto:
             update = {k: None for k in ("max_tokens_per_batch", "checkpoint_layers") if getattr(speed, k) == "auto"}
+            if speed.offload_layers == "auto":  # no shape or no GPU to choose for: nothing offloaded
+                update["offload_layers"] = 0
             config = config.model_copy(update={"speed": speed.model_copy(update=update)})
         return config, None, shape
     gpu = torch.cuda.get_device_name()
     memory_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
     config, choice = resolve_speed(config, shape, load_calibration(paths().config_dir, gpu), memory_gib, gpu_key(gpu))
     log(f"profile for {shape.name} on {gpu} ({memory_gib:.0f} GiB): micro-batch {choice.micro_batch_tokens} tokens, "
-        f"{choice.recomputed_layers}/{shape.layers} layers recomputed, predicted peak {choice.predicted_peak_gib} GiB "
+        f"{choice.recomputed_layers}/{shape.layers} layers recomputed, {choice.offloaded_layers} offloaded "
+        f"({choice.pinned_host_gib} GiB pinned host memory), predicted peak {choice.predicted_peak_gib} GiB "
         f"(budget {choice.budget_gib}), predicted {choice.predicted_tokens_per_second} tokens/s ({choice.basis})")
     return config, choice, shape
 

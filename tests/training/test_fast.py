@@ -19,7 +19,7 @@ FAST_PROFILE = Path(__file__).resolve().parents[2] / "configs" / "qlora" / "llam
 def load_config_speed(**changes) -> SpeedConfig:
     """The fast profile's speed block with `auto` settings replaced (as the run does for a shape)."""
     speed = SpeedConfig.from_mapping(yaml.safe_load(FAST_PROFILE.read_text())["speed"])
-    return speed.model_copy(update={"max_tokens_per_batch": None, **changes})
+    return speed.model_copy(update={"max_tokens_per_batch": None, "offload_layers": 0, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,8 @@ def test_add_lora_routes_the_fast_profile_through_the_fused_lora(tiny_llama):
 
     config = load_config(FAST_PROFILE).model_copy(update={"lora_dropout": 0.0})
     config = config.model_copy(update={"speed": config.speed.model_copy(update={"checkpoint_layers": 0,
-                                                                                "max_tokens_per_batch": None})})
+                                                                                "max_tokens_per_batch": None,
+                                                                                "offload_layers": 0})})
     assert config.speed.fused_lora
     seed_like = config.model_copy(update={"speed": config.speed.model_copy(update={"fused_lora": False})})
     fused = add_lora(copy.deepcopy(tiny_llama).float(), config)

@@ -11,7 +11,8 @@ from torch import nn
 
 from qlora.training.config import AUTO, SpeedConfig
 
-__all__ = ["SpeedConfig", "prepare_model", "finish_peft_model", "set_checkpointed_layers"]
+__all__ = ["SpeedConfig", "prepare_model", "finish_peft_model", "set_checkpointed_layers", "set_layer_plan",
+           "remove_offload"]
 
 
 def decoder_layers(causal_lm: nn.Module) -> nn.ModuleList:
@@ -24,16 +25,57 @@ def set_checkpointed_layers(causal_lm: nn.Module, count: int | None) -> int:
     Every layer recomputed costs a forward pass of that layer; every layer kept costs its
     activations in memory. Returns how many layers are checkpointed.
     """
-    if count == AUTO:
-        raise ValueError("speed.checkpoint_layers: auto must be resolved for the model's shape first "
-                         "(qlora.training.profile_choice.resolve_speed)")
+    return set_layer_plan(causal_lm, count, 0)["recomputed"]
+
+
+def layer_roles(layers: int, recomputed: int | None, offloaded: int) -> list[str]:
+    """Each layer's role: `offload` spread evenly over the stack (fast/offload.py says why), then
+    `recompute` for the first of the others, `keep` for the rest."""
+    from qlora.training.fast.offload import offloaded_positions
+
+    recomputed = layers if recomputed is None else recomputed
+    if recomputed + offloaded > layers:
+        raise ValueError(f"speed.checkpoint_layers ({recomputed}) + speed.offload_layers ({offloaded}) "
+                         f"exceed the model's {layers} decoder layers")
+    roles = ["keep"] * layers
+    for index in offloaded_positions(layers, offloaded):
+        roles[index] = "offload"
+    others = [i for i, role in enumerate(roles) if role == "keep"]
+    for index in others[:recomputed]:
+        roles[index] = "recompute"
+    return roles
+
+
+def set_layer_plan(causal_lm: nn.Module, recomputed: int | None, offloaded: int, **offload_options) -> dict:
+    """Recompute `recomputed` layers (None: all), offload `offloaded` layers' activations to host
+    memory, keep the rest; returns the counts."""
+    for name, value in (("checkpoint_layers", recomputed), ("offload_layers", offloaded)):
+        if value == AUTO:
+            raise ValueError(f"speed.{name}: auto must be resolved for the model's shape first "
+                             "(qlora.training.profile_choice.resolve_speed)")
     layers = decoder_layers(causal_lm)
-    count = len(layers) if count is None else min(count, len(layers))
-    if count:
+    remove_offload(causal_lm)
+    if recomputed is None:
+        recomputed = len(layers) - (offloaded or 0)
+    roles = layer_roles(len(layers), min(recomputed, len(layers)), offloaded or 0)
+    if "recompute" in roles:
         causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    for index, layer in enumerate(layers):
-        layer.gradient_checkpointing = index < count
-    return count
+    for layer, role in zip(layers, roles):
+        layer.gradient_checkpointing = role == "recompute"
+    chosen = [i for i, role in enumerate(roles) if role == "offload"]
+    if chosen:
+        from qlora.training.fast.offload_install import install
+
+        causal_lm._qlora_offloader = install(layers, chosen, causal_lm, **offload_options)
+    return {"recomputed": roles.count("recompute"), "offloaded": len(chosen), "roles": roles}
+
+
+def remove_offload(causal_lm: nn.Module) -> None:
+    """Undo `set_layer_plan`'s offload hooks (the bench reuses one base for many variants)."""
+    from qlora.training.fast.offload_install import uninstall
+
+    uninstall(decoder_layers(causal_lm))
+    causal_lm.__dict__.pop("_qlora_offloader", None)
 
 
 def apply_liger_kernels(causal_lm: nn.Module) -> None:
@@ -59,7 +101,7 @@ def prepare_model(causal_lm: nn.Module, config: SpeedConfig) -> nn.Module:
         causal_lm.set_attn_implementation(register(prefer_cudnn=config.cudnn_attention))
     if config.liger_kernels:
         apply_liger_kernels(causal_lm)
-    set_checkpointed_layers(causal_lm, config.checkpoint_layers)
+    set_layer_plan(causal_lm, config.checkpoint_layers, config.offload_layers)
     if config.compile:
         for layer in decoder_layers(causal_lm):
             layer.compile()

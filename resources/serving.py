@@ -38,6 +38,9 @@ class EmbeddedServingResource(ServingResource):
     config_path: str = Field(default="", description="serving profile; '' = configs/serving/embedded.yaml")
     port: int = Field(default=0, description="router port; 0 = any free port")
     start_timeout_s: float = Field(default=180.0, description="how long to wait for a new server to be healthy")
+    # On CPU a request waits behind whole batches of 32 decodes: 120 s turned a real base's queue
+    # into client timeouts that the eval scored as failed answers. The server's own limit is 300 s.
+    timeout_s: float = Field(default=600.0, description="HTTP timeout of one request (CPU decoding queues)")
 
     def _base(self) -> Path:
         if self.base_model_path:

@@ -25,6 +25,8 @@ class _Strict(BaseModel):
 class EvalSettings(_Strict):
     concurrency: int = Field(16, ge=1, description="Requests in flight at once (the seed sent one at a time).")
     max_tokens: int = Field(256, ge=1, description="Generation limit per answer.")
+    max_tokens_by_base: dict[str, int] = Field(
+        default_factory=dict, description="Generation limit per base profile ($QLORA_BASE_PROFILE), over max_tokens.")
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy, as the seed's SamplingParams.")
     refusal_phrases: dict[str, list[str]] = Field(
         default_factory=dict, description="Refusal markers per language; a match anywhere counts as a refusal."
@@ -96,8 +98,13 @@ def _load(model: type[BaseModel], path: Path) -> Any:
     return load_yaml_model(model, path, ConfigError)
 
 
-def load_eval_settings(path: str | Path | None = None) -> EvalSettings:
-    return _load(EvalSettings, Path(path) if path else paths().config_dir / "eval.yaml")
+def load_eval_settings(path: str | Path | None = None, base_profile: str | None = None) -> EvalSettings:
+    """The eval settings, with the generation limit of the base profile in use (default: the selected one)."""
+    from qlora.modeling.profiles import selected_profile
+
+    settings = _load(EvalSettings, Path(path) if path else paths().config_dir / "eval.yaml")
+    limit = settings.max_tokens_by_base.get(base_profile or selected_profile())
+    return settings.model_copy(update={"max_tokens": limit}) if limit else settings
 
 
 def gate_config_path(name: str | Path | None = None) -> Path:

@@ -57,7 +57,7 @@ def cycle(tmp_path_factory):
     (root / "configs" / "qlora").mkdir(parents=True)
     (root / "configs" / "qlora" / "e2e.yaml").write_text(yaml.safe_dump({**train_config, "max_steps": STEPS}))
     eval_settings = yaml.safe_load((REPO / "configs" / "eval.yaml").read_text())
-    (root / "eval.yaml").write_text(yaml.safe_dump({**eval_settings, "max_tokens": 64}, allow_unicode=True))
+    (root / "eval.yaml").write_text(yaml.safe_dump({**eval_settings, "max_tokens": 64, "max_tokens_by_base": {}}, allow_unicode=True))
     with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
         mp.setenv("QLORA_HOME", str(root / "home"))
         mp.setenv("QLORA_DATA_DIR", str(root / "data"))

@@ -26,7 +26,7 @@ def test_checked_in_calibration_predicts_every_measured_peak_within_2_5_gib():
     assert len(CALIBRATION["points"]) >= 20
     for point in CALIBRATION["points"]:
         predicted = predict_peak_gib(shape_of(point), setup_of(point), coefficients)["total"]
-        assert abs(predicted - point["peak_allocated_gib"]) < 2.5, point["variant"]  # largest: 2.05 (70B chunked-loss seed)
+        assert abs(predicted - point["peak_allocated_gib"]) < 2.5, point["variant"]  # largest: 2.22 GiB over 43 points (seed-chunkedloss-full)
 
 
 def test_known_shapes_count_the_measured_parameters_and_nf4_size():

@@ -1,11 +1,14 @@
 """How many torch threads a CPU training or pretraining run should use on a shared box.
 
 Two spinning torch threads per process ran 5x slower than one on 2 cores that other test suites
-were also using; alone on the same 2 cores, two threads are ~1.7x faster than one. So: one thread
-when other work is runnable right now, else torch's default. "Right now" is the kernel's count
-of runnable tasks (/proc/loadavg's 4th field), sampled a few times: the 1-minute load average
-lags by a minute, so the previous step of the same pipeline (an eval that kept both cores busy)
-would still read as a neighbour. QLORA_TORCH_THREADS, when set, wins.
+were also using; alone on the same 2 cores, two threads are ~1.5x faster than one. So: one thread
+when the CPUs look busy, else torch's default. Busy means either the 1-minute load average is at
+the core count (it catches runs that alternate with each other, as two concurrent domain runs
+do: the prod-profile test, two runs at once, took 695 s with only the runnable-task check and
+~310 s with the load average alone) or other
+work is runnable on every core right now (/proc/loadavg's 4th field, sampled). The load average
+lags by a minute, so a pipeline that runs one step at a time (`qlora demo`) says so with
+QLORA_TORCH_THREADS, which, when set, wins.
 """
 from __future__ import annotations
 
@@ -44,7 +47,14 @@ def choose_threads(cpus: int | None = None) -> int | None:
         except ValueError:
             raise ValueError(f"{THREADS_ENV}={explicit!r}: expected a whole number of threads") from None
     cpus = cpus or os.cpu_count() or 1
-    return 1 if runnable_elsewhere() >= cpus else None
+    return 1 if _load_average() >= cpus or runnable_elsewhere() >= cpus else None
+
+
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        return 0.0
 
 
 def limit_threads_when_busy() -> int:

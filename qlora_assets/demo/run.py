@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from qlora.core.adapters import AdapterNotFoundError, latest_adapter
+from qlora.core.cpu_threads import THREADS_ENV
 from qlora_assets.partitions import register_domains
 from qlora.core.paths import discover_domains, paths
 from qlora.core.warehouse import Warehouse
@@ -36,6 +37,9 @@ def _partitioned_keys(defs: dg.Definitions) -> tuple[list[dg.AssetKey], list[dg.
 def run_demo(domains: list[str] | None = None) -> list[dict]:
     from definitions import defs
 
+    # One step at a time: a training run has the CPUs to itself, even while the load average
+    # still counts the previous domain's eval (qlora/core/cpu_threads.py).
+    os.environ.setdefault(THREADS_ENV, str(os.cpu_count() or 1))
     instance = _instance()
     domains = domains or discover_domains()
     register_domains(instance, domains)

@@ -14,6 +14,7 @@ def runnable(monkeypatch):
         monkeypatch.setattr(cpu_threads, "_runnable_tasks", lambda: next(values))
     monkeypatch.delenv(cpu_threads.THREADS_ENV, raising=False)
     monkeypatch.setattr(cpu_threads.time, "sleep", lambda s: None)
+    monkeypatch.setattr(cpu_threads, "_load_average", lambda: 0.5)
     return use
 
 
@@ -24,6 +25,12 @@ def test_idle_box_keeps_torch_default(runnable):
 
 def test_neighbours_on_every_core_mean_one_thread(runnable):
     runnable(3, 3, 4, 1, 3)  # median 2 others on 2 cores
+    assert cpu_threads.choose_threads(cpus=2) == 1
+
+
+def test_a_busy_last_minute_means_one_thread(runnable, monkeypatch):
+    runnable(1, 1, 1, 1, 1)  # between two bursts of a concurrent run
+    monkeypatch.setattr(cpu_threads, "_load_average", lambda: 2.4)
     assert cpu_threads.choose_threads(cpus=2) == 1
 
 

@@ -4,8 +4,8 @@ Two spinning torch threads per process ran 5x slower than one on 2 cores that ot
 were also using; alone on the same 2 cores, two threads are ~1.5x faster than one. So: one thread
 when the CPUs look busy, else torch's default. Busy means either the 1-minute load average is at
 the core count (it catches runs that alternate with each other, as two concurrent domain runs
-do: the prod-profile test, two runs at once, took 695 s with only the runnable-task check and
-~310 s with the load average alone) or other
+do: the prod-profile test's two concurrent runs took 695 s of setup inside the full suite with
+only the runnable-task check, 507 s with both, run alone, the tiny base's build included) or other
 work is runnable on every core right now (/proc/loadavg's 4th field, sampled). The load average
 lags by a minute, so a pipeline that runs one step at a time (`qlora demo`) says so with
 QLORA_TORCH_THREADS, which, when set, wins.

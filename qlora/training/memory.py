@@ -121,18 +121,25 @@ class Setup:
     double_quant: bool = True
 
 
+def kept_layer_bytes_per_token(shape: Shape, recipe: Recipe = "fast") -> int:
+    """What a kept (not recomputed) decoder layer saves for backward, per token."""
+    d, kv, ff = shape.hidden, shape.kv_dim, shape.intermediate
+    kept = (6 * d + 2 * kv + 3 * ff) * 2
+    if recipe == "seed":  # peft's LoRA keeps a dropped-out copy + mask per module; fp32 residual and norm outputs
+        kept += (6 * d + ff) * 3 + 4 * d * 2
+    return kept
+
+
 def memory_terms(shape: Shape, setup: Setup) -> dict[str, float]:
     """The analytic terms in bytes (before calibration)."""
-    d, kv, ff, tokens = shape.hidden, shape.kv_dim, shape.intermediate, setup.micro_batch_tokens
+    d, tokens = shape.hidden, setup.micro_batch_tokens
     recomputed = min(max(setup.recomputed_layers, 0), shape.layers)
     offloaded = min(max(setup.offloaded_layers, 0), shape.layers - recomputed)
     kept = shape.layers - recomputed - offloaded
     seed = setup.recipe == "seed"
     weights = shape.body_params * NF4_BITS[setup.double_quant] / 8 + shape.embedding_params * (4 if seed else 2)
     lora = shape.lora_params(setup.r, list(setup.modules)) * (4 + 4)
-    kept_layer = (6 * d + 2 * kv + 3 * ff) * 2
-    if seed:  # peft's LoRA keeps a dropped-out copy + mask per module; fp32 residual and norm outputs
-        kept_layer += (6 * d + ff) * 3 + 4 * d * 2
+    kept_layer = kept_layer_bytes_per_token(shape, setup.recipe)
     layer_input = d * (4 if seed else 2)
     # Offload: the copies in flight, and (when no recomputed layer is live in backward already) the
     # restored layer being backpropagated.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from qlora.training.memory import INFLIGHT_LAYERS, Shape
+from qlora.training.memory import INFLIGHT_LAYERS, Shape, kept_layer_bytes_per_token
 
 __all__ = ["INFLIGHT_LAYERS", "extra_seconds", "pinned_host_gib", "check_pinned", "host_memory_gib"]
 PINNED_FRACTION = 0.8  # of the host's memory: the rest stays for the process, the data and the paged optimizer
@@ -26,8 +26,8 @@ DEFAULT_KAPPA = 0.15
 
 
 def kept_layer_bytes(shape: Shape, tokens: int) -> float:
-    """Saved activations of one kept layer of the fast recipe (memory.memory_terms' kept layer)."""
-    return (6 * shape.hidden + 2 * shape.kv_dim + 3 * shape.intermediate) * 2 * tokens
+    """Saved activations of one kept layer of the fast recipe: what an offloaded layer copies."""
+    return kept_layer_bytes_per_token(shape) * tokens
 
 
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
@@ -62,16 +62,22 @@ def check_pinned(needed_gib: float, host_gib: float, offloaded: int) -> None:
                          "offload fewer layers (or recompute them: speed.checkpoint_layers)")
 
 
+def copy_seconds(shape: Shape, tokens: int, offloaded: int, model: dict | None, direction: str) -> float:
+    """Seconds the offloaded layers' copies take one way ("d2h" or "h2d") at the bandwidth under compute."""
+    model = model or {}
+    efficiency = model.get("efficiency", {}).get(shape.name, 1.0)  # the probe's bandwidth, under compute
+    gbps = model.get(f"{direction}_gbps", DEFAULT_GBPS)
+    return offloaded * kept_layer_bytes(shape, tokens) / (gbps * 1e9 * efficiency)
+
+
 def extra_seconds(shape: Shape, tokens: int, recomputed: int, offloaded: int, a: float, b: float,
                   work_seconds: float, model: dict | None) -> float:
     """Seconds an offload of `offloaded` layers adds to one micro-batch of `tokens` tokens."""
     if offloaded <= 0:
         return 0.0
     model = model or {}
-    layer = kept_layer_bytes(shape, tokens)
-    efficiency = model.get("efficiency", {}).get(shape.name, 1.0)  # the probe's bandwidth, under compute
-    d2h = offloaded * layer / (model.get("d2h_gbps", DEFAULT_GBPS) * 1e9 * efficiency)
-    h2d = offloaded * layer / (model.get("h2d_gbps", DEFAULT_GBPS) * 1e9 * efficiency)
+    d2h = copy_seconds(shape, tokens, offloaded, model, "d2h")
+    h2d = copy_seconds(shape, tokens, offloaded, model, "h2d")
     forward = b * work_seconds
     backward = (a - b) * work_seconds + b * work_seconds * recomputed / shape.layers
     kappa = model.get("kappa", {}).get(shape.name, model.get("kappa_default", DEFAULT_KAPPA))
@@ -83,6 +89,4 @@ def stall_seconds(shape: Shape, tokens: int, recomputed: int, offloaded: int, a:
     """(the copies' excess over the overlapping compute, the copy time kappa multiplies): the fit's columns."""
     no_kappa = {**(model or {}), "kappa": {}, "kappa_default": 0.0}
     excess = extra_seconds(shape, tokens, recomputed, offloaded, a, b, work_seconds, no_kappa)
-    efficiency = (model or {}).get("efficiency", {}).get(shape.name, 1.0)
-    d2h = offloaded * kept_layer_bytes(shape, tokens) / ((model or {}).get("d2h_gbps", DEFAULT_GBPS) * 1e9 * efficiency)
-    return excess, d2h
+    return excess, copy_seconds(shape, tokens, offloaded, model, "d2h")

@@ -138,10 +138,10 @@ def choose(config: QLoRAConfig, shape: Shape, calibration: dict | None, gpu_memo
     budget = speed.memory_budget_gib if speed is not None and speed.memory_budget_gib else gpu_memory_gib - MARGIN_GIB
     host_gib = host_memory_gib if host_memory_gib is not None else offload_model.host_memory_gib()
     offload = (calibration or {}).get("offload_model")
-    if speed is not None and speed.offload_layers != AUTO and fixed_offload(config, shape):
+    fixed = fixed_offload(config, shape)  # 0 under auto
+    if fixed:
         tokens = fixed_settings(config, shape)[0]  # TRL's micro-batch: rows x max_length
-        offloaded = fixed_offload(config, shape)
-        offload_model.check_pinned(offload_model.pinned_host_gib(shape, tokens, offloaded, offload), host_gib, offloaded)
+        offload_model.check_pinned(offload_model.pinned_host_gib(shape, tokens, fixed, offload), host_gib, fixed)
     best: Choice | None = None
     fallback: Choice | None = None
     for tokens, recomputed, offloaded in _candidates(config, shape, micro_batch_options):

@@ -28,12 +28,11 @@ def set_checkpointed_layers(causal_lm: nn.Module, count: int | None) -> int:
     return set_layer_plan(causal_lm, count, 0)["recomputed"]
 
 
-def layer_roles(layers: int, recomputed: int | None, offloaded: int) -> list[str]:
+def layer_roles(layers: int, recomputed: int, offloaded: int) -> list[str]:
     """Each layer's role: `offload` spread evenly over the stack (fast/offload.py says why), then
     `recompute` for the first of the others, `keep` for the rest."""
     from qlora.training.fast.offload import offloaded_positions
 
-    recomputed = layers if recomputed is None else recomputed
     if recomputed + offloaded > layers:
         raise ValueError(f"speed.checkpoint_layers ({recomputed}) + speed.offload_layers ({offloaded}) "
                          f"exceed the model's {layers} decoder layers")

@@ -44,14 +44,27 @@ class _Profile(_Settings):
         return check_max_lora_rank(value, "max_lora_rank")
 
 
+Quantization = Literal["nf4", "none"]
+ComputeDtype = Literal["float32", "bfloat16"]
+
+
+class BaseNumerics(_Settings):
+    """How one base profile's weights are held and multiplied when served."""
+
+    quantization: Quantization
+    compute_dtype: ComputeDtype
+
+
 class EmbeddedConfig(_Profile):
     """transformers + peft server for one base and many adapters (tests, demo, laptop)."""
 
     backend: Literal["embedded"] = "embedded"
     base_model: str = Field("", description="'': the selected base profile's folder; relative paths are under QLORA_HOME")
     served_model_name: str = Field("", description="default: the base model folder's name")
-    quantization: Literal["nf4", "none"] = Field("nf4", description="nf4 (bitsandbytes, as in training) | none")
-    compute_dtype: Literal["float32", "bfloat16"] = Field("float32", description="CPU kernels are fastest in float32")
+    quantization: Quantization = Field("nf4", description="nf4 (bitsandbytes, as in training) | none")
+    compute_dtype: ComputeDtype = Field("float32", description="CPU kernels are fastest in float32")
+    numerics_by_base: dict[str, BaseNumerics] = Field(
+        default_factory=dict, description="per base profile: quantization and compute_dtype in place of the above")
     max_loras: int = Field(16, ge=1, description="adapters resident at once; more is refused")
     max_model_len: int = Field(0, ge=0, description="0: the base config's max_position_embeddings")
     default_max_tokens: int = Field(256, ge=1, description="when a request gives none")
@@ -68,6 +81,18 @@ class EmbeddedConfig(_Profile):
             raise ValueError(f"must be a loopback address {list(LOOPBACK)}: the backend is reached through the "
                              f"router only, got {value!r}")
         return value
+
+    def numerics(self) -> BaseNumerics:
+        """The selected base profile's entry of numerics_by_base, else the profile-wide settings.
+
+        A pinned ``base_model`` path is no profile, so it takes the profile-wide settings."""
+        if not self.base_model:
+            from qlora.modeling.profiles import selected_profile
+
+            chosen = self.numerics_by_base.get(selected_profile())
+            if chosen is not None:
+                return chosen
+        return BaseNumerics(quantization=self.quantization, compute_dtype=self.compute_dtype)
 
     def base_model_path(self) -> Path:
         if self.base_model:

@@ -45,7 +45,8 @@ class _Backend:
 
     def start(self) -> "_Backend":
         c = self.config
-        store = ModelStore(self.base_path, c.quantization, c.compute_dtype, c.max_lora_rank, c.max_loras)
+        numerics = c.numerics()
+        store = ModelStore(self.base_path, numerics.quantization, numerics.compute_dtype, c.max_lora_rank, c.max_loras)
         self.engine = BatchingEngine(store, c.max_batch_size, c.batch_window_ms)
         max_len = c.max_model_len or int(getattr(store.config, "max_position_embeddings", 2048))
         backend = self.server = EmbeddedBackend(self.engine, c.served_model_name or self.base_path.name, max_len,

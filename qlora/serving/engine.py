@@ -1,9 +1,11 @@
 """The batching engine: one thread owns the model; requests queue up and share forward passes.
 
 The loop waits ``batch_window_ms`` after the first request for others to arrive, left-pads
-the prompts, prefills once, then decodes step by step for the whole batch: each row keeps
-its own adapter, temperature, stop strings and token budget. Adapter loads run on the same
-thread between batches, so they never race a forward pass.
+the prompts, prefills once, then decodes step by step: each row keeps its own adapter,
+temperature, stop strings and token budget, is answered the step it finishes, and frees its
+place for a waiting request, which joins between two steps (running_batch.py). Adapter loads
+run on the same thread; while one waits, no request joins, so it runs as soon as the rows in
+flight finish and never races a forward pass.
 """
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from transformers import DynamicCache
 
 from qlora.serving.decoding import RowDecoder
+from qlora.serving.running_batch import RunningBatch
 
 
 @dataclass
@@ -150,6 +152,11 @@ class BatchingEngine:
                 command.future.set_exception(exc)
 
     def _run_batch(self, batch: list[GenerationRequest]) -> None:
+        runnable = self._runnable(batch)
+        if runnable:
+            self._run_isolated(runnable, admit=True)
+
+    def _runnable(self, batch: list[GenerationRequest]) -> list[GenerationRequest]:
         loaded = self.store.adapter_paths
         runnable = []
         for request in batch:
@@ -159,59 +166,62 @@ class BatchingEngine:
                 request.future.set_exception(RowFailed("zero-token prompt refused before the model"))
             else:
                 runnable.append(request)
-        if runnable:
-            self._run_isolated(runnable)
+        return runnable
 
-    def _run_isolated(self, batch: list[GenerationRequest]) -> None:
-        """Run the batch; if it fails as a whole, run its halves apart, so only the row at fault fails."""
+    def _run_isolated(self, batch: list[GenerationRequest], admit: bool) -> None:
+        """Decode the batch; if a pass fails, run the rows still unanswered in halves apart (and
+        without newcomers), so only the row at fault fails."""
+        members = list(batch)  # grows with the requests admitted while it decodes
         try:
-            results = self._generate(batch)
+            self._decode(members, admit)
         except Exception as exc:  # a failed row fails its own request, never the server or its batch-mates
-            if len(batch) == 1:
+            unanswered = [r for r in members if not r.future.done()]
+            if len(unanswered) == 1:
                 log.warning("request failed in the model: %r", exc)
-                if not batch[0].future.done():
-                    batch[0].future.set_exception(RowFailed(repr(exc)))
+                unanswered[0].future.set_exception(RowFailed(repr(exc)))
                 return
-            middle = len(batch) // 2
-            self._run_isolated(batch[:middle])
-            self._run_isolated(batch[middle:])
-            return
-        for request, result in zip(batch, results):
-            if isinstance(result, Exception):
-                request.future.set_exception(result)
-            else:
-                request.future.set_result(result)
+            middle = len(unanswered) // 2
+            for half in (unanswered[:middle], unanswered[middle:]):
+                if half:
+                    self._run_isolated(half, admit=False)
 
     @torch.inference_mode()
-    def _generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
-        self.batch_log.append((len(batch), tuple(r.adapter for r in batch)))
-        width = max(len(r.prompt_ids) for r in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, r in enumerate(batch):  # left padding: every row's last prompt token is at the end
-            input_ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        adapters = [r.adapter for r in batch]
-        rows = [RowDecoder(self.tokenizer, r, self.stop_token_ids) for r in batch]
-        cache = DynamicCache()
-        logits = self.store.forward(input_ids, mask, positions, cache, adapters)
-        while True:
-            greedy = logits.argmax(dim=-1).tolist()
-            next_ids = torch.tensor([row.choose(logits[i]) if row.samples else greedy[i]
-                                     for i, row in enumerate(rows)])  # a row whose sampling fails ends itself
-            for i, row in enumerate(rows):
-                row.accept(int(next_ids[i]))
-            if all(row.finished for row in rows):
+    def _decode(self, members: list[GenerationRequest], admit: bool) -> None:
+        running = RunningBatch(self.store, self.pad_id, self.stop_token_ids)
+        self.batch_log.append((len(members), tuple(r.adapter for r in members)))
+        running.join(members)
+        while len(running):
+            for request, row in running.step():
+                _answer(request, row)
+            room = self.max_batch_size - len(running)
+            if admit and room and running.can_join:
+                joining = self._runnable(self._waiting(room))
+                if joining:
+                    self.batch_log.append((len(joining), tuple(r.adapter for r in joining)))
+                    members += joining
+                    running.join(joining)
+
+    def _waiting(self, room: int) -> list[GenerationRequest]:
+        """Up to ``room`` queued requests, unless a command, a stop or a pause should come first."""
+        taken: list[GenerationRequest] = []
+        while len(taken) < room and not self._commands and self._resume.is_set():
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
                 break
-            mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=torch.long)], dim=1)
-            positions = positions[:, -1:] + 1
-            logits = self.store.forward(next_ids[:, None], mask, positions, cache, adapters)
-        return [
-            RowFailed(row.error) if row.error else
-            GenerationResult(row.text, len(r.prompt_ids), row.completion_tokens, row.finish_reason)
-            for row, r in zip(rows, batch)
-        ]
+            if not isinstance(item, GenerationRequest):  # stop or a command's wake-up: for the loop
+                self._queue.put(item)
+                break
+            taken.append(item)
+        return taken
+
+
+def _answer(request: GenerationRequest, row: RowDecoder) -> None:
+    if row.error:
+        request.future.set_exception(RowFailed(row.error))
+    else:
+        request.future.set_result(
+            GenerationResult(row.text, len(request.prompt_ids), row.completion_tokens, row.finish_reason))
 
 
 def _stop_token_ids(store) -> set[int]:

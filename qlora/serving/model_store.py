@@ -94,6 +94,18 @@ class ModelStore:
                       past_key_values=cache, use_cache=True, logits_to_keep=1)
         if self.peft is None:
             out = self.base(**kwargs)
+        elif len(set(adapters)) == 1:
+            # One model for the whole batch (an eval run, most traffic): peft's plain path. Its
+            # mixed-batch path splits every LoRA layer's input by adapter, even into one group.
+            out = self._forward_one(adapters[0], kwargs)
         else:
             out = self.peft(**kwargs, adapter_names=[a or BASE_ROW for a in adapters])
         return out.logits[:, -1, :].float()
+
+    def _forward_one(self, adapter: str | None, kwargs: dict):
+        if adapter is None:
+            with self.peft.disable_adapter():
+                return self.peft(**kwargs)
+        if self.peft.active_adapter != adapter:
+            self.peft.set_adapter(adapter, inference_mode=True)
+        return self.peft(**kwargs)

@@ -23,6 +23,21 @@ def test_one_switch_selects_base_training_profile_and_serving_folder(monkeypatch
     assert BaseModelResource(profile="tiny").profile == "tiny"  # an explicit binding wins
 
 
+def test_the_switch_selects_the_served_numerics_of_the_shipped_profile(monkeypatch, qlora_home):
+    from qlora.serving.config import load_config as load_serving_config
+
+    shipped = load_serving_config()  # configs/serving/embedded.yaml
+    monkeypatch.delenv(BASE_PROFILE_ENV, raising=False)
+    tiny = shipped.numerics()
+    assert (tiny.quantization, tiny.compute_dtype) == (shipped.quantization, shipped.compute_dtype)
+    monkeypatch.setenv(BASE_PROFILE_ENV, "smollm2-135m")
+    assert shipped.numerics() == shipped.numerics_by_base["smollm2-135m"]
+    assert shipped.numerics() != tiny
+    # A pinned base folder is no profile: the profile-wide settings apply to it.
+    pinned = shipped.model_copy(update={"base_model": str(qlora_home / "elsewhere")})
+    assert pinned.numerics() == tiny
+
+
 def test_every_profile_names_a_training_config_that_exists():
     from qlora.core.paths import REPO_ROOT
     from qlora.modeling.profiles import PROFILES

@@ -83,25 +83,30 @@ class EmbeddedConfig(_Profile):
         return value
 
     def numerics(self) -> BaseNumerics:
-        """The selected base profile's entry of numerics_by_base, else the profile-wide settings.
-
-        A pinned ``base_model`` path is no profile, so it takes the profile-wide settings."""
-        if not self.base_model:
+        """The served base's entry of numerics_by_base, else the profile-wide settings. The base's
+        profile is the one its fingerprint.json records (a pinned folder built by the base_model
+        asset, as eval's server uses), else the selected one."""
+        folder = self._folder()
+        fingerprint = folder / "fingerprint.json"
+        recorded = read_json(fingerprint, "base model fingerprint").get("profile") if fingerprint.is_file() else None
+        if not recorded and not self.base_model:
             from qlora.modeling.profiles import selected_profile
 
-            chosen = self.numerics_by_base.get(selected_profile())
-            if chosen is not None:
-                return chosen
-        return BaseNumerics(quantization=self.quantization, compute_dtype=self.compute_dtype)
+            recorded = selected_profile()
+        chosen = self.numerics_by_base.get(recorded or "")
+        return chosen or BaseNumerics(quantization=self.quantization, compute_dtype=self.compute_dtype)
 
-    def base_model_path(self) -> Path:
+    def _folder(self) -> Path:
         if self.base_model:
             path = Path(self.base_model).expanduser()
         else:  # the base chosen once ($QLORA_BASE_PROFILE), where the base_model asset builds it
             from qlora.modeling.profiles import selected_profile
 
             path = paths().base_models / selected_profile()
-        path = path if path.is_absolute() else paths().home / path
+        return path if path.is_absolute() else paths().home / path
+
+    def base_model_path(self) -> Path:
+        path = self._folder()
         fingerprint = path / "fingerprint.json"
         if not (path / "config.json").is_file() and fingerprint.is_file():
             # The base_model asset may record the HF files elsewhere (a local checkpoint).

@@ -2,6 +2,8 @@
 sized for it, and the folder the embedded server loads; the ChatML template check."""
 from __future__ import annotations
 
+import json
+
 from hypothesis import given, settings, strategies as st
 
 from qlora.modeling.base_checks import chat_template_check
@@ -33,9 +35,14 @@ def test_the_switch_selects_the_served_numerics_of_the_shipped_profile(monkeypat
     monkeypatch.setenv(BASE_PROFILE_ENV, "smollm2-135m")
     assert shipped.numerics() == shipped.numerics_by_base["smollm2-135m"]
     assert shipped.numerics() != tiny
-    # A pinned base folder is no profile: the profile-wide settings apply to it.
-    pinned = shipped.model_copy(update={"base_model": str(qlora_home / "elsewhere")})
-    assert pinned.numerics() == tiny
+    # A pinned folder (eval's server) is served as the profile its fingerprint records, whatever
+    # the switch says; one without a fingerprint gets the profile-wide settings.
+    monkeypatch.setenv(BASE_PROFILE_ENV, "tiny")
+    built = qlora_home / "built-smollm2"
+    built.mkdir()
+    (built / "fingerprint.json").write_text(json.dumps({"profile": "smollm2-135m", "fingerprint": "f"}))
+    assert shipped.model_copy(update={"base_model": str(built)}).numerics() == shipped.numerics_by_base["smollm2-135m"]
+    assert shipped.model_copy(update={"base_model": str(qlora_home / "elsewhere")}).numerics() == tiny
 
 
 def test_every_profile_names_a_training_config_that_exists():

@@ -129,7 +129,7 @@ def variants(fast: SpeedConfig, steps: int, lever_steps: int) -> list[Variant]:
 def train_variant(base, variant: Variant, examples, shape: dict, accelerator, args) -> dict:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from qlora.training.fast.levers import finish_peft_model, remove_offload
+    from qlora.training.fast.levers import finish_peft_model, remove_layer_levers
 
     peft_model = None
     try:
@@ -147,7 +147,7 @@ def train_variant(base, variant: Variant, examples, shape: dict, accelerator, ar
             finish_peft_model(peft_model, variant.speed)
         return _train(peft_model, variant, examples, shape, accelerator, args)
     finally:  # leave the shared 4-bit base as it was found, also after a failure
-        remove_offload(base)
+        remove_layer_levers(base)
         if peft_model is not None:
             peft_model.unload()
         base.gradient_checkpointing_disable()
@@ -367,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [replace(v, speed=with_(v.speed, max_tokens_per_batch=v.speed.max_tokens_per_batch // 32))
                   if v.speed.max_tokens_per_batch else v for v in chosen]
     if args.profile:  # an extra short run, so the profiler's overhead stays out of the measured ones
-        profiled = next(v for v in variants(fast, args.steps, args.lever_steps) if v.name == args.profile)
+        profiled = next((v for v in variants(fast, args.steps, args.lever_steps) if v.name == args.profile), None)
+        profiled = profiled or named_variant(args.profile, fast, args.steps)
         chosen.append(replace(profiled, name=f"{args.profile}-profiled", steps=WARMUP_STEPS + 1))
     if accelerator.device.type != "cuda":  # Liger's kernels are Triton/CUDA: the CPU smoke run goes without
         chosen = [replace(v, speed=with_(v.speed, liger_kernels=False, compile=False)) for v in chosen]

@@ -32,6 +32,13 @@ class Recipe:
         enabled = torch.is_autocast_enabled(device)
         self.autocast = (device, torch.get_autocast_dtype(device) if enabled else None, enabled)
 
+    def without_inputs(self) -> "Recipe":
+        """The same recipe holding no tensors: what an autograd context keeps (the inputs go through
+        save_for_backward, so they are freed with the node's saved tensors, not with the node)."""
+        copy = Recipe.__new__(Recipe)
+        copy.fn, copy.inputs, copy.autocast = self.fn, (), self.autocast
+        return copy
+
     def run(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         device, dtype, enabled = self.autocast
         with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
@@ -112,7 +119,7 @@ class SavedInput:
     @staticmethod
     def tensors(x: torch.Tensor, x2d: torch.Tensor) -> tuple[Recipe | None, tuple[torch.Tensor, ...]]:
         recipe = recipe_of(x)
-        return (recipe, recipe.inputs) if recipe is not None else (None, (x2d,))
+        return (recipe.without_inputs(), recipe.inputs) if recipe is not None else (None, (x2d,))
 
     @staticmethod
     def restore(recipe: Recipe | None, saved: tuple[torch.Tensor, ...], shape_2d: tuple[int, int],

@@ -10,7 +10,9 @@ LoRA functions (fused_lora.py, lora_group.py) then save the recipe's inputs and 
 backward. On Llama-3.1-8B that is 2d + ff = 22,528 of a kept layer's 69,632 values a token (32%).
 
 The rerun is the forward's own kernel on the same inputs under the same autocast state, so it
-gives the same bits (tests/training/test_lora_group.py checks this on the CPU).
+gives the same bits (tests/training/test_lora_group.py checks the gradients on the CPU). Liger's
+SwiGLU backward writes its gradients into gate's and up's storage; down_proj's backward, which
+reruns the product from them, always runs before it (down_proj comes after SwiGLU in the forward).
 """
 
 from __future__ import annotations

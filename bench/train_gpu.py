@@ -63,15 +63,19 @@ def with_(speed: SpeedConfig, **changes) -> SpeedConfig:
     return speed.model_copy(update=changes)
 
 
-SWEEP_NAME = re.compile(r"fast-mb(?P<mb>\d+)-ck(?P<ck>\d+)(?:-off(?P<off>\d+))?-(?P<data>full|mix|learn)$")
+SWEEP_NAME = re.compile(r"fast-mb(?P<mb>\d+)-ck(?P<ck>\d+)(?:-off(?P<off>\d+))?(?:-(?P<levers>[gr]+))?"
+                        r"(?:-rep\d+)?-(?P<data>full|mix|learn)$")
+LEVER_LETTERS = {"g": "lora_groups", "r": "recompute_lora_inputs"}
 
 
 def named_variant(name: str, fast: SpeedConfig, steps: int) -> Variant | None:
-    """`fast-mb<M>-ck<R>[-off<O>]-<data>` (O layers' activations offloaded to host memory) and
-    `seed-chunkedloss-<data>`, built from the name."""
+    """`fast-mb<M>-ck<R>[-off<O>][-<g|r|gr>][-rep<K>]-<data>` (O layers' activations offloaded to host
+    memory; g: speed.lora_groups, r: speed.recompute_lora_inputs; rep<K>: a repeat, same settings)
+    and `seed-chunkedloss-<data>`, built from the name."""
     if match := SWEEP_NAME.match(name):
+        levers = {LEVER_LETTERS[letter]: True for letter in match["levers"] or ""}
         speed = with_(fast, max_tokens_per_batch=int(match["mb"]), checkpoint_layers=int(match["ck"]),
-                      offload_layers=int(match["off"] or 0))
+                      offload_layers=int(match["off"] or 0), **levers)
         return Variant(name, match["data"], steps, speed=speed)
     if match := re.match(r"seed-chunkedloss-(full|mix|learn)$", name):
         return Variant(name, match[1], steps, seed_recipe=True, chunked_seed_loss=True)
@@ -129,7 +133,7 @@ def variants(fast: SpeedConfig, steps: int, lever_steps: int) -> list[Variant]:
 def train_variant(base, variant: Variant, examples, shape: dict, accelerator, args) -> dict:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from qlora.training.fast.levers import finish_peft_model, remove_offload
+    from qlora.training.fast.levers import finish_peft_model, remove_layer_levers
 
     peft_model = None
     try:
@@ -147,7 +151,7 @@ def train_variant(base, variant: Variant, examples, shape: dict, accelerator, ar
             finish_peft_model(peft_model, variant.speed)
         return _train(peft_model, variant, examples, shape, accelerator, args)
     finally:  # leave the shared 4-bit base as it was found, also after a failure
-        remove_offload(base)
+        remove_layer_levers(base)
         if peft_model is not None:
             peft_model.unload()
         base.gradient_checkpointing_disable()
@@ -171,6 +175,7 @@ def _train(peft_model, variant: Variant, examples, shape: dict, accelerator, arg
     optimizer = _optimizer(trainable, device)
     steps = plan_batches(examples, variant, ROWS, accelerator.process_index, accelerator.num_processes,
                          step_tokens=args.step_tokens // (32 if args.shape == "tiny" else 1))
+    saved = _saved_report(module, steps[0][0][0], device) if args.saved_report else None
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -218,11 +223,41 @@ def _train(peft_model, variant: Variant, examples, shape: dict, accelerator, arg
         result["offload"] = {**offloader.stats, "offloaded_gib_per_micro_batch": offloader.stats["offloaded_bytes"] / micro / 2**30,
                              "pinned_pool_gib": offloader.pool.allocated_bytes / 2**30}
     result["shape"] = args.shape
+    if saved is not None:
+        result["saved_for_backward"] = saved
     if args.adapter_dir and variant.name == "fast-full" and accelerator.is_main_process:
         target = Path(args.adapter_dir) / f"{variant.name}-{accelerator.num_processes}gpu"
         peft_model.save_pretrained(str(target))
         result["adapter_format"] = adapter_format(target)
     return result
+
+
+def _saved_report(module, batch, device) -> dict:
+    """One micro-batch's forward: the distinct storages saved for backward (parameters excluded) and
+    the memory the forward leaves allocated; then its backward, so nothing stays."""
+    storages: dict[int, int] = {}
+    kinds: dict[str, int] = {}  # first view's shape, dtype and producer -> storages
+    parameters = {p.untyped_storage().data_ptr() for p in module.parameters()}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters and storage.data_ptr() not in storages:
+            storages[storage.data_ptr()] = storage.nbytes()
+            key = f"{tuple(tensor.shape)} {str(tensor.dtype)[6:]} {type(tensor.grad_fn).__name__}"
+            kinds[key] = kinds.get(key, 0) + 1
+        return tensor
+
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast(device.type, dtype=torch.bfloat16):
+        out = module(**batch)
+    loss = out if torch.is_tensor(out) else out.loss
+    after = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    loss.backward()
+    module.zero_grad(set_to_none=True)
+    tokens = int(batch["input_ids"].numel())
+    return {"tokens": tokens, "saved_gib": sum(storages.values()) / 2**30, "saved_storages": len(storages),
+            "forward_allocated_gib": (after - before) / 2**30, "storages_by_kind": kinds}
 
 
 def _profiler(args, variant, step_index, device):
@@ -341,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-budget-s", type=float, default=1e9, help="skip variants once this is spent")
     parser.add_argument("--adapter-dir", default=None, help="save the fast-full adapter here, report its format")
     parser.add_argument("--profile", default=None, help="variant to run once more, 3 steps, its third profiled")
+    parser.add_argument("--saved-report", action="store_true",
+                        help="per variant, one extra micro-batch: bytes saved for backward, memory after forward")
     parser.add_argument("--out", required=True, help="folder for results JSON")
     args = parser.parse_args(argv)
 
@@ -367,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [replace(v, speed=with_(v.speed, max_tokens_per_batch=v.speed.max_tokens_per_batch // 32))
                   if v.speed.max_tokens_per_batch else v for v in chosen]
     if args.profile:  # an extra short run, so the profiler's overhead stays out of the measured ones
-        profiled = next(v for v in variants(fast, args.steps, args.lever_steps) if v.name == args.profile)
+        profiled = next((v for v in variants(fast, args.steps, args.lever_steps) if v.name == args.profile), None)
+        profiled = profiled or named_variant(args.profile, fast, args.steps)
         chosen.append(replace(profiled, name=f"{args.profile}-profiled", steps=WARMUP_STEPS + 1))
     if accelerator.device.type != "cuda":  # Liger's kernels are Triton/CUDA: the CPU smoke run goes without
         chosen = [replace(v, speed=with_(v.speed, liger_kernels=False, compile=False)) for v in chosen]

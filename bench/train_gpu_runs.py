@@ -231,4 +231,6 @@ def summary_row(r: dict) -> str:
             f"MFU {100 * r['mfu']:5.1f}%  peak {r['peak_allocated_gib']:6.1f} GiB  loss {first:.4f}->{last:.4f}"
             + (f"  offload {r['offloaded_layers']}: {r['offload']['offloaded_gib_per_micro_batch']:.2f} GiB/mb, "
                f"pool {r['offload']['pinned_pool_gib']:.1f} GiB, waits {r['offload']['backpressure_waits']}, "
-               f"unprefetched {r['offload']['unprefetched_unpacks']}" if r.get("offload") else ""))
+               f"unprefetched {r['offload']['unprefetched_unpacks']}" if r.get("offload") else "")
+            + (f"  saved {r['saved_for_backward']['saved_gib']:.2f} GiB, after forward "
+               f"{r['saved_for_backward']['forward_allocated_gib']:.2f} GiB" if r.get("saved_for_backward") else ""))

@@ -49,7 +49,8 @@ def shape_of(point: dict) -> Shape:
 def setup_of(point: dict) -> Setup:
     return Setup(recipe=point["recipe"], loss=point["loss"], micro_batch_tokens=point["micro_batch_tokens"],
                  recomputed_layers=point["recomputed_layers"], r=point.get("r", 64),
-                 offloaded_layers=point.get("offloaded_layers", 0))
+                 offloaded_layers=point.get("offloaded_layers", 0),
+                 recompute_inputs=point.get("recompute_inputs", False))
 
 
 def predicted_mfu(throughput_model: dict, shape_name: str, micro_batch_tokens: int, recomputed_share: float):

@@ -44,6 +44,12 @@ class SpeedConfig(BaseModel):
     fused_loss: StrictBool = Field(False, description="Fused linear cross-entropy: no full fp32 logits.")
     liger_kernels: StrictBool = Field(False, description="Liger RMSNorm, RoPE and SwiGLU kernels.")
     fused_lora: StrictBool = Field(False, description="LoRA + dropout as one function: no dropped-out copies kept.")
+    lora_groups: StrictBool = Field(
+        False, description="q/k/v and gate/up (one input each) as one function each: one input-gradient buffer, "
+                           "the A matmuls concatenated without dropout (fast/lora_group.py).")
+    recompute_lora_inputs: StrictBool = Field(
+        False, description="Rerun the norm outputs and the SwiGLU product in backward instead of keeping them "
+                           "for LoRA's A gradients (fast/input_recompute.py): 32% less per kept 8B layer.")
     fp32_upcast: StrictBool = Field(True, description="The seed's prepare_model_for_kbit_training fp32 casts.")
     checkpoint_layers: int | Literal["auto"] | None = Field(
         None, description="Decoder layers recomputed in backward (None: all); auto: the memory model's choice.")
@@ -69,6 +75,9 @@ class SpeedConfig(BaseModel):
             raise ValueError("max_tokens_per_batch needs packing: true (a token budget has no padding)")
         if self.cudnn_attention and not self.packing:
             raise ValueError("cudnn_attention needs packing: true (it is a path of the varlen attention)")
+        for name in ("lora_groups", "recompute_lora_inputs"):
+            if getattr(self, name) and not self.fused_lora:
+                raise ValueError(f"{name} needs fused_lora: true (it extends the fused LoRA functions)")
         return self
 
     @property

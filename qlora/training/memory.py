@@ -119,12 +119,14 @@ class Setup:
     offloaded_layers: int = 0
     modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     double_quant: bool = True
+    recompute_inputs: bool = False  # speed.recompute_lora_inputs
 
 
-def kept_layer_bytes_per_token(shape: Shape, recipe: Recipe = "fast") -> int:
-    """What a kept (not recomputed) decoder layer saves for backward, per token."""
+def kept_layer_bytes_per_token(shape: Shape, recipe: Recipe = "fast", recompute_inputs: bool = False) -> int:
+    """What a kept (not recomputed) decoder layer saves for backward, per token; with
+    speed.recompute_lora_inputs the two norm outputs and the SwiGLU product are rerun instead."""
     d, kv, ff = shape.hidden, shape.kv_dim, shape.intermediate
-    kept = (6 * d + 2 * kv + 3 * ff) * 2
+    kept = ((4 * d + 2 * kv + 2 * ff) if recompute_inputs and recipe == "fast" else (6 * d + 2 * kv + 3 * ff)) * 2
     if recipe == "seed":  # peft's LoRA keeps a dropped-out copy + mask per module; fp32 residual and norm outputs
         kept += (6 * d + ff) * 3 + 4 * d * 2
     return kept
@@ -139,7 +141,7 @@ def memory_terms(shape: Shape, setup: Setup) -> dict[str, float]:
     seed = setup.recipe == "seed"
     weights = shape.body_params * NF4_BITS[setup.double_quant] / 8 + shape.embedding_params * (4 if seed else 2)
     lora = shape.lora_params(setup.r, list(setup.modules)) * (4 + 4)
-    kept_layer = kept_layer_bytes_per_token(shape, setup.recipe)
+    kept_layer = kept_layer_bytes_per_token(shape, setup.recipe, setup.recompute_inputs)
     layer_input = d * (4 if seed else 2)
     # Offload: the copies in flight, and (when no recomputed layer is live in backward already) the
     # restored layer being backpropagated.

@@ -25,9 +25,9 @@ DEFAULT_GBPS = 25.0  # no measurement on this GPU: a conservative PCIe figure
 DEFAULT_KAPPA = 0.15
 
 
-def kept_layer_bytes(shape: Shape, tokens: int) -> float:
+def kept_layer_bytes(shape: Shape, tokens: int, recompute_inputs: bool = False) -> float:
     """Saved activations of one kept layer of the fast recipe: what an offloaded layer copies."""
-    return kept_layer_bytes_per_token(shape) * tokens
+    return kept_layer_bytes_per_token(shape, "fast", recompute_inputs) * tokens
 
 
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
@@ -48,9 +48,10 @@ def host_memory_gib(cgroup_files: tuple[str, ...] = CGROUP_LIMITS) -> float:
     return min([physical, *limits]) / 2**30
 
 
-def pinned_host_gib(shape: Shape, tokens: int, offloaded: int, model: dict | None = None) -> float:
+def pinned_host_gib(shape: Shape, tokens: int, offloaded: int, model: dict | None = None,
+                    recompute_inputs: bool = False) -> float:
     factor = (model or {}).get("pinned_factor", 1.1)
-    return offloaded * kept_layer_bytes(shape, tokens) * factor / 2**30
+    return offloaded * kept_layer_bytes(shape, tokens, recompute_inputs) * factor / 2**30
 
 
 def check_pinned(needed_gib: float, host_gib: float, offloaded: int) -> None:
@@ -62,22 +63,23 @@ def check_pinned(needed_gib: float, host_gib: float, offloaded: int) -> None:
                          "offload fewer layers (or recompute them: speed.checkpoint_layers)")
 
 
-def copy_seconds(shape: Shape, tokens: int, offloaded: int, model: dict | None, direction: str) -> float:
+def copy_seconds(shape: Shape, tokens: int, offloaded: int, model: dict | None, direction: str,
+                 recompute_inputs: bool = False) -> float:
     """Seconds the offloaded layers' copies take one way ("d2h" or "h2d") at the bandwidth under compute."""
     model = model or {}
     efficiency = model.get("efficiency", {}).get(shape.name, 1.0)  # the probe's bandwidth, under compute
     gbps = model.get(f"{direction}_gbps", DEFAULT_GBPS)
-    return offloaded * kept_layer_bytes(shape, tokens) / (gbps * 1e9 * efficiency)
+    return offloaded * kept_layer_bytes(shape, tokens, recompute_inputs) / (gbps * 1e9 * efficiency)
 
 
 def extra_seconds(shape: Shape, tokens: int, recomputed: int, offloaded: int, a: float, b: float,
-                  work_seconds: float, model: dict | None) -> float:
+                  work_seconds: float, model: dict | None, recompute_inputs: bool = False) -> float:
     """Seconds an offload of `offloaded` layers adds to one micro-batch of `tokens` tokens."""
     if offloaded <= 0:
         return 0.0
     model = model or {}
-    d2h = copy_seconds(shape, tokens, offloaded, model, "d2h")
-    h2d = copy_seconds(shape, tokens, offloaded, model, "h2d")
+    d2h = copy_seconds(shape, tokens, offloaded, model, "d2h", recompute_inputs)
+    h2d = copy_seconds(shape, tokens, offloaded, model, "h2d", recompute_inputs)
     forward = b * work_seconds
     backward = (a - b) * work_seconds + b * work_seconds * recomputed / shape.layers
     kappa = model.get("kappa", {}).get(shape.name, model.get("kappa_default", DEFAULT_KAPPA))

@@ -44,12 +44,16 @@ def recipe_and_loss(config: QLoRAConfig, under_trl: bool) -> tuple[str, str]:
     return "fast", "fused" if under_trl or config.speed.fused_loss else "full"
 
 
+def _recompute_inputs(config: QLoRAConfig) -> bool:
+    return bool(config.speed is not None and config.speed.recompute_lora_inputs)
+
+
 def predict(shape: Shape, config: QLoRAConfig, micro_batch_tokens: int, recomputed: int, calibration: dict | None,
             under_trl: bool = True, offloaded: int = 0) -> dict:
     recipe, loss = recipe_and_loss(config, under_trl)
     setup = Setup(recipe=recipe, loss=loss, micro_batch_tokens=micro_batch_tokens, recomputed_layers=recomputed,
                   r=config.r, modules=tuple(config.target_modules), double_quant=config.bnb_4bit_use_double_quant,
-                  offloaded_layers=offloaded)
+                  offloaded_layers=offloaded, recompute_inputs=_recompute_inputs(config))
     coefficients = (calibration or {}).get("memory_model", {}).get("coefficients") or DEFAULT_COEFFICIENTS
     return predict_peak_gib(shape, setup, coefficients)
 
@@ -69,7 +73,8 @@ def _throughput(shape: Shape, config: QLoRAConfig, tokens: int, recomputed: int,
     seconds = work_seconds * (a + b * recomputed / shape.layers)
     if offloaded:
         offload = calibration.get("offload_model")
-        seconds += offload_model.extra_seconds(shape, tokens, recomputed, offloaded, a, b, work_seconds, offload)
+        seconds += offload_model.extra_seconds(shape, tokens, recomputed, offloaded, a, b, work_seconds, offload,
+                                               _recompute_inputs(config))
         if not offload:
             basis = "estimated"
     mfu = work_seconds / seconds
@@ -141,11 +146,11 @@ def choose(config: QLoRAConfig, shape: Shape, calibration: dict | None, gpu_memo
     fixed = fixed_offload(config, shape)  # 0 under auto
     if fixed:
         tokens = fixed_settings(config, shape)[0]  # TRL's micro-batch: rows x max_length
-        offload_model.check_pinned(offload_model.pinned_host_gib(shape, tokens, fixed, offload), host_gib, fixed)
+        offload_model.check_pinned(offload_model.pinned_host_gib(shape, tokens, fixed, offload, _recompute_inputs(config)), host_gib, fixed)
     best: Choice | None = None
     fallback: Choice | None = None
     for tokens, recomputed, offloaded in _candidates(config, shape, micro_batch_options):
-        pinned = offload_model.pinned_host_gib(shape, tokens, offloaded, offload)
+        pinned = offload_model.pinned_host_gib(shape, tokens, offloaded, offload, _recompute_inputs(config))
         if pinned > host_gib * offload_model.PINNED_FRACTION:
             continue
         peak = predict(shape, config, tokens, recomputed, calibration, offloaded=offloaded)["total"]

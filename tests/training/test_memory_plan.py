@@ -145,3 +145,25 @@ def test_run_without_cuda_keeps_the_config_and_auto_means_all_layers(tiny_base):
     assert choice is None and shape is not None and shape.layers == 2  # the tiny base's config.json was read
     assert resolved.speed.checkpoint_layers is None and resolved.speed.max_tokens_per_batch is None
     assert resolved.per_device_train_batch_size == FAST.per_device_train_batch_size
+
+
+def test_input_recompute_shrinks_a_kept_layer_by_the_norm_outputs_and_swiglu_product():
+    from qlora.training.memory import kept_layer_bytes_per_token
+
+    shape = KNOWN_SHAPES["llama-3.1-8b"]
+    d, kv, ff = shape.hidden, shape.kv_dim, shape.intermediate
+    assert kept_layer_bytes_per_token(shape) - kept_layer_bytes_per_token(shape, "fast", True) == (2 * d + ff) * 2
+    assert kept_layer_bytes_per_token(shape, "seed", True) == kept_layer_bytes_per_token(shape, "seed")  # peft's LoRA
+    lean = Setup(recipe="fast", loss="fused", micro_batch_tokens=8192, recomputed_layers=4, recompute_inputs=True)
+    plain = Setup(recipe="fast", loss="fused", micro_batch_tokens=8192, recomputed_layers=4)
+    assert predict_peak_gib(shape, lean)["total"] < predict_peak_gib(shape, plain)["total"]
+
+
+def test_lowmem_profile_with_input_recompute_moves_fewer_layers_under_the_seed_peak():
+    config = load_config(CONFIGS / "qlora" / "llama3-8b-lowmem.yaml")
+    without = config.model_copy(update={"speed": config.speed.model_copy(update={"recompute_lora_inputs": False})})
+    shape = KNOWN_SHAPES["llama-3.1-8b"]
+    lean = choose(config, shape, CALIBRATION, 140.4, host_memory_gib=125)
+    plain = choose(without, shape, CALIBRATION, 140.4, host_memory_gib=125)
+    assert lean.fits and lean.predicted_peak_gib <= 23.3
+    assert lean.recomputed_layers + lean.offloaded_layers < plain.recomputed_layers + plain.offloaded_layers

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qlora.training.fast.input_recompute import SavedInput
+
 
 def _generator(device: torch.device) -> torch.Generator:
     """The generator `native_dropout` draws from on this device."""
@@ -57,15 +59,18 @@ class LoraDropoutAddmm(torch.autograd.Function):
         del dropped
         out = torch.addmm(base_out.reshape(-1, base_out.shape[-1]).to(dtype), projected, b.t(), alpha=scaling)
         # The rank-r weights in compute dtype are small (0.5 MB each on 8B shapes): keeping them saves
-        # backward two casts a module.
-        ctx.save_for_backward(x2d, projected, a, b)
+        # backward two casts a module. The input itself, or what recomputes it (input_recompute.py).
+        ctx.recipe, kept = SavedInput.tensors(x, x2d)
+        ctx.x2d_shape, ctx.compute_dtype = tuple(x2d.shape), x2d.dtype
+        ctx.save_for_backward(projected, a, b, *kept)
         ctx.p, ctx.scaling, ctx.weight_dtypes = p, scaling, (weight_a.dtype, weight_b.dtype)
         ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
         return out.reshape(*base_out.shape[:-1], out.shape[-1]).to(base_out.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x2d, projected, a, b = ctx.saved_tensors
+        projected, a, b, *kept = ctx.saved_tensors
+        x2d = SavedInput.restore(ctx.recipe, tuple(kept), ctx.x2d_shape, ctx.compute_dtype)
         scaling = ctx.scaling
         g_lora = grad_out.reshape(-1, grad_out.shape[-1]).to(a.dtype)
         grad_b = torch.mm(g_lora.t(), projected).mul_(scaling)
@@ -83,28 +88,34 @@ class LoraDropoutAddmm(torch.autograd.Function):
         return grad_x, grad_out, grad_a.to(dtype_a), grad_b.to(dtype_b), None, None, None
 
 
-def _fused_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    """A peft LoRA layer's forward through `LoraDropoutAddmm`; peft's own path for anything else."""
+def plain_adapter(layer) -> tuple[str, float, torch.dtype] | None:
+    """(adapter name, dropout p, compute dtype) when the layer runs one plain LoRA adapter, else None."""
     adapters = [name for name in layer.active_adapters if name in layer.lora_A]
     plain = (
         not layer.disable_adapters
         and not layer.merged
-        and "adapter_names" not in kwargs
         and len(adapters) == 1
         and adapters[0] not in getattr(layer, "lora_variant", {})
         and (layer.training or not torch.is_grad_enabled())
     )
     if not plain:
-        return type(layer).forward(layer, x, *args, **kwargs)
+        return None
     name = adapters[0]
     dropout = layer.lora_dropout[name]
     p = float(dropout.p) if isinstance(dropout, nn.Dropout) and layer.training else 0.0
-    weight_a, weight_b = layer.lora_A[name].weight, layer.lora_B[name].weight
     # peft's dtype rule: under autocast the autocast dtype, otherwise the LoRA weights' dtype.
-    if torch.is_autocast_enabled(x.device.type):
-        dtype = torch.get_autocast_dtype(x.device.type)
-    else:
-        dtype = weight_a.dtype
+    device = layer.lora_A[name].weight.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else layer.lora_A[name].weight.dtype
+    return name, p, dtype
+
+
+def _fused_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """A peft LoRA layer's forward through `LoraDropoutAddmm`; peft's own path for anything else."""
+    adapter = None if "adapter_names" in kwargs else plain_adapter(layer)
+    if adapter is None:
+        return type(layer).forward(layer, x, *args, **kwargs)
+    name, p, dtype = adapter
+    weight_a, weight_b = layer.lora_A[name].weight, layer.lora_B[name].weight
     base_out = layer.base_layer(x, *args, **kwargs)
     return LoraDropoutAddmm.apply(x, base_out, weight_a, weight_b, p, float(layer.scaling[name]), dtype)
 

@@ -12,7 +12,7 @@ from torch import nn
 from qlora.training.config import AUTO, SpeedConfig
 
 __all__ = ["SpeedConfig", "prepare_model", "finish_peft_model", "set_checkpointed_layers", "set_layer_plan",
-           "remove_offload"]
+           "remove_offload", "remove_layer_levers"]
 
 
 def decoder_layers(causal_lm: nn.Module) -> nn.ModuleList:
@@ -77,6 +77,14 @@ def remove_offload(causal_lm: nn.Module) -> None:
     causal_lm.__dict__.pop("_qlora_offloader", None)
 
 
+def remove_layer_levers(causal_lm: nn.Module) -> None:
+    """Undo the offload hooks and `finish_peft_model`'s input-recompute marks on a reused base."""
+    from qlora.training.fast import input_recompute
+
+    remove_offload(causal_lm)
+    input_recompute.uninstall(decoder_layers(causal_lm))
+
+
 def apply_liger_kernels(causal_lm: nn.Module) -> None:
     """Liger's RMSNorm, RoPE and SwiGLU kernels on a Llama model instance (loss is handled by loss.py)."""
     from liger_kernel.transformers import apply_liger_kernel_to_llama
@@ -113,4 +121,12 @@ def finish_peft_model(peft_model: nn.Module, config: SpeedConfig) -> nn.Module:
         from qlora.training.fast.fused_lora import fuse_lora_layers
 
         fuse_lora_layers(peft_model)
+    if config.lora_groups:
+        from qlora.training.fast.lora_group import group_lora_layers
+
+        group_lora_layers(peft_model)
+    if config.recompute_lora_inputs:
+        from qlora.training.fast import input_recompute
+
+        input_recompute.install(decoder_layers(peft_model.get_base_model()))
     return peft_model

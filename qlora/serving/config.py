@@ -44,7 +44,7 @@ class _Profile(_Settings):
         return check_max_lora_rank(value, "max_lora_rank")
 
 
-Quantization = Literal["nf4", "none"]
+Quantization = Literal["nf4", "nf4-dequantized", "none"]
 ComputeDtype = Literal["float32", "bfloat16"]
 
 
@@ -61,7 +61,8 @@ class EmbeddedConfig(_Profile):
     backend: Literal["embedded"] = "embedded"
     base_model: str = Field("", description="'': the selected base profile's folder; relative paths are under QLORA_HOME")
     served_model_name: str = Field("", description="default: the base model folder's name")
-    quantization: Quantization = Field("nf4", description="nf4 (bitsandbytes, as in training) | none")
+    quantization: Quantization = Field("nf4", description="nf4 (bitsandbytes, as in training) | nf4-dequantized "
+                                       "(the same NF4 values held in compute_dtype) | none")
     compute_dtype: ComputeDtype = Field("float32", description="CPU kernels are fastest in float32")
     numerics_by_base: dict[str, BaseNumerics] = Field(
         default_factory=dict, description="per base profile: quantization and compute_dtype in place of the above")

@@ -13,6 +13,31 @@ import torch
 from qlora.serving.adapters import validate_adapter
 
 BASE_ROW = "__base__"  # peft's name for "no adapter" in a mixed batch
+NF4_DEQUANTIZED = "nf4-dequantized"
+
+
+def hold_dequantized(model, dtype) -> None:
+    """Swap every 4-bit linear for a plain one holding its dequantised weight: the very values
+    training's NF4 base computed with, without dequantising them again on every call (offline,
+    bitsandbytes' CPU fallback does that per forward, most of a decode step's time)."""
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import dequantize_4bit
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, bnb.nn.Linear4bit):
+                plain = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                                        dtype=dtype, device=child.weight.device)
+                with torch.no_grad():
+                    plain.weight.copy_(dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype))
+                    if child.bias is not None:
+                        plain.bias.copy_(child.bias.to(dtype))
+                setattr(parent, name, plain.eval())
+    # The model is no longer quantised: peft wraps plain linears and transformers' checks agree.
+    model.is_loaded_in_4bit = False
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    model.config.quantization_config = None
 
 
 def load_base(path: Path, quantization: str, compute_dtype: str):
@@ -21,7 +46,7 @@ def load_base(path: Path, quantization: str, compute_dtype: str):
 
     dtype = getattr(torch, compute_dtype)
     kwargs = {"dtype": dtype}
-    if quantization == "nf4":
+    if quantization in ("nf4", NF4_DEQUANTIZED):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -29,6 +54,8 @@ def load_base(path: Path, quantization: str, compute_dtype: str):
             bnb_4bit_compute_dtype=dtype,
         )
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()
+    if quantization == NF4_DEQUANTIZED:
+        hold_dequantized(model, dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.chat_template is None:
         raise ValueError(f"{path}: the tokenizer has no chat_template; the server applies the base's template")

@@ -49,7 +49,7 @@ def test_check_adapter_names_why_vllm_would_refuse(serving_adapters):
 @pytest.mark.parametrize("text, needle", [
     ("backend: vllm\nmax_lora_rank: 48\n", "max_lora_rank: 48 is not allowed"),
     ("backend: vllm\nmax_loras: 8\nmax_cpu_loras: 4\n", "max_cpu_loras (4) must be >= max_loras (8)"),
-    ("backend: embedded\nquantization: int8\n", "field 'quantization': Input should be 'nf4' or 'none'"),
+    ("backend: embedded\nquantization: int8\n", "field 'quantization': Input should be 'nf4', 'nf4-dequantized' or 'none'"),
     ("backend: embedded\nmax_lora_rnak: 16\n", "field 'max_lora_rnak': Extra inputs are not permitted"),
     ("backend: embedded\nmax_batch_size: many\n", "field 'max_batch_size': Input should be a valid integer"),
     ("backend: embedded\nbackend_host: 0.0.0.0\n", "field 'backend_host': Value error, must be a loopback address"),

@@ -15,8 +15,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import yaml
-
 from qlora_assets.automation.jobs import DOMAIN_ASSETS
 from qlora.core.paths import discover_domains, paths
 from tests.support.dagster_ui import (
@@ -29,6 +27,7 @@ from tests.support.dagster_ui import (
     repository,
     run_job,
 )
+from tests.support.config_copies import edit_yaml, open_gates, shorten_training
 from tests.support.system_deps import require_binaries
 
 WORKSPACE = REPO / "workspace.yaml"
@@ -43,12 +42,6 @@ def smallest_domain(training: Path) -> str:
     return min(domains, key=lambda d: sum(p.stat().st_size for p in (training / d).rglob("*") if p.is_file()))
 
 
-def _edit_yaml(path: Path, edit) -> None:
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    edit(data)
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-
-
 def quick_configs(root: Path) -> Path:
     """The repo's configs, with automation stopped, a short training and an open gate."""
     shutil.copytree(REPO / "configs", root)
@@ -58,20 +51,9 @@ def quick_configs(root: Path) -> Path:
         for name in ("training_data", "config_change"):
             schedule.setdefault("sensors", {}).setdefault(name, {})["default_status"] = "stopped"
 
-    def short_training(profile: dict) -> None:
-        profile.update(max_steps=12, logging_steps=2, save_steps=100, eval_steps=100)
-
-    def open_gate(gate: dict) -> None:
-        for rule in gate.get("gates", {}).values():
-            if "min" in rule:
-                rule["min"] = 0.0
-            if "max" in rule:
-                rule["max"] = 1e9
-        gate.get("regression", {})["tolerance"] = 1e9
-
-    _edit_yaml(root / "schedule.yaml", stop_automation)
-    _edit_yaml(root / "qlora" / f"{TRAINING_PROFILE}.yaml", short_training)
-    _edit_yaml(root / "quality_gate.yaml", open_gate)
+    edit_yaml(root / "schedule.yaml", stop_automation)
+    shorten_training(root, TRAINING_PROFILE, steps=12)
+    open_gates(root)
     return root
 
 

@@ -4,6 +4,8 @@ One stack serves every test here (module scope): the training-data sensor sees t
 domains, builds the base model, then requests ``retrain_domain`` for all three at once. With two
 run slots one domain waits in the queue; the daemon is SIGKILLed then and restarted, and every
 run must still finish exactly once, with training steps one at a time on the single GPU slot.
+Each domain trains 12 steps and its gate is opened (tests/support/config_copies.py): the gate
+still decides and deploy still follows it, but quality is tested elsewhere.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from qlora.serving.daemon import stop as stop_embedded_server
 from qlora.core.paths import discover_domains
 from qlora.core.warehouse import Warehouse
 from resources.gpu import RUN_TAG_DEVICES, GpuResource
+from tests.support.config_copies import open_gates, shorten_training
 from tests.support.prod_stack import BIN, REPO, ProdStack, wait_for
 
 # The scenario (three trainings in turn on the one slot) runs in the module fixture, whose setup
@@ -74,6 +77,10 @@ def run_scenario(stack: ProdStack, domains: list[str]) -> dict:
 def prod(tmp_path_factory, tiny_base):
     """Run the whole scenario once; the tests below inspect what it left behind."""
     stack = ProdStack(tmp_path_factory.mktemp("prod"), max_concurrent_runs=2)
+    # Orchestration is under test here, not adapter quality: a short training and open gates.
+    configs = Path(stack.env["QLORA_CONFIG_DIR"])
+    shorten_training(configs, "tiny-cpu", steps=12)
+    open_gates(configs)
     # The session's tiny base (same data, same spec) is reused by the sensor's build_base_model
     # run instead of pretraining it again: that run still executes and records the asset.
     seeded = Path(stack.env["QLORA_HOME"]) / "base_models" / tiny_base.name

@@ -73,14 +73,19 @@ def test_dropout_actually_differs_from_no_dropout():
     assert not torch.allclose(with_dropout[name], without[name], rtol=1e-3, atol=1e-6)
 
 
-def test_no_dropout_grouped_matches_peft_itself():
-    reference = _tiny_peft_llama(0.0)
-    ids = torch.randint(0, 101, (2, 12), generator=torch.Generator().manual_seed(4))
+def _assert_both_levers_match(reference, ids) -> None:
+    """Groups and input recompute on ``reference``: the same loss and every LoRA gradient."""
     loss_ref, grads_ref = _step(reference, ids)
     loss, grads = _step(_variant(reference, True, True), ids)
     torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-5)
     for name in grads:
         torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_no_dropout_grouped_matches_peft_itself():
+    reference = _tiny_peft_llama(0.0)
+    ids = torch.randint(0, 101, (2, 12), generator=torch.Generator().manual_seed(4))
+    _assert_both_levers_match(reference, ids)
 
 
 def _saved_bytes(model, ids) -> int:
@@ -149,8 +154,4 @@ def test_four_bit_base_on_cpu():
     reference = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=MODULES))
     fuse_lora_layers(reference)
     ids = torch.randint(0, 101, (2, 12), generator=torch.Generator().manual_seed(3))
-    loss_ref, grads_ref = _step(reference, ids)
-    loss, grads = _step(_variant(reference, True, True), ids)
-    torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-5)
-    for name in grads:
-        torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-4, atol=1e-6, msg=name)
+    _assert_both_levers_match(reference, ids)

@@ -19,7 +19,7 @@ from qlora.core.paths import paths
 from qlora.serving.aliases import AliasTable
 from qlora.serving.base_identity import base_fingerprint
 from qlora.serving.arms import ArmRouting
-from qlora.serving.config import EmbeddedConfig
+from qlora.serving.config import EmbeddedConfig, load_config
 from qlora.serving.engine import BatchingEngine
 from qlora.serving.model_store import ModelStore
 from qlora.serving.router import Router, create_router_app
@@ -148,12 +148,15 @@ def start_embedded(
     config: EmbeddedConfig | None = None,
     host: str = "127.0.0.1",
 ) -> EmbeddedHandle:
-    """Load the base (NF4 when configured), start the batching engine, the server and the router.
+    """Load the base as configured, start the batching engine, the server and the router.
+
+    ``config`` None means ``configs/serving/embedded.yaml`` (under QLORA_CONFIG_DIR), as `qlora serve`
+    and the serving resource promise: the daemon and eval's own server read that profile too.
 
     ``api_key`` guards the router's admin routes and the backend (a random one is made when None:
     read ``handle.api_key``). Aliases persist in ``state_dir/aliases.json``.
     """
-    config = (config or EmbeddedConfig()).model_copy(deep=True)
+    config = (config or load_config(None, "embedded")).model_copy(deep=True)  # none given: the shipped profile
     if base_model_path is not None:
         config.base_model = str(base_model_path)
     base_path = config.base_model_path()

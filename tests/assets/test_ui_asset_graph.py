@@ -52,7 +52,7 @@ def quick_configs(root: Path) -> Path:
             schedule.setdefault("sensors", {}).setdefault(name, {})["default_status"] = "stopped"
 
     edit_yaml(root / "schedule.yaml", stop_automation)
-    shorten_training(root, TRAINING_PROFILE, steps=12)
+    shorten_training(root, TRAINING_PROFILE, steps=40)
     open_gates(root)
     return root
 

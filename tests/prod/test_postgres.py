@@ -4,7 +4,7 @@ One stack serves every test here (module scope): the training-data sensor sees t
 domains, builds the base model, then requests ``retrain_domain`` for all three at once. With two
 run slots one domain waits in the queue; the daemon is SIGKILLed then and restarted, and every
 run must still finish exactly once, with training steps one at a time on the single GPU slot.
-Each domain trains 12 steps and its gate is opened (tests/support/config_copies.py): the gate
+Each domain trains 100 steps and its gate is opened (tests/support/config_copies.py): the gate
 still decides and deploy still follows it, but quality is tested elsewhere.
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def prod(tmp_path_factory, tiny_base):
     stack = ProdStack(tmp_path_factory.mktemp("prod"), max_concurrent_runs=2)
     # Orchestration is under test here, not adapter quality: a short training and open gates.
     configs = Path(stack.env["QLORA_CONFIG_DIR"])
-    shorten_training(configs, "tiny-cpu", steps=12)
+    shorten_training(configs, "tiny-cpu", steps=100)  # ~10 s a domain; enough for the loss check to see a fall
     open_gates(configs)
     # The session's tiny base (same data, same spec) is reused by the sensor's build_base_model
     # run instead of pretraining it again: that run still executes and records the asset.

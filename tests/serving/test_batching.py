@@ -10,6 +10,7 @@ from transformers import DynamicCache
 
 from qlora.serving.client import ServingClient
 from qlora.serving.engine import GenerationRequest
+from qlora.serving.model_store import ModelStore
 from qlora.serving.running_batch import RunningBatch
 from tests.support.serving import DOMAINS
 
@@ -158,18 +159,21 @@ def _uncached_logits(store, prompt: list[int], fed: list[int], adapter) -> torch
     return store.forward(ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None], DynamicCache(), [adapter])[0]
 
 
-def test_rows_that_join_or_leave_get_the_logits_of_an_uncached_forward(embedded, loaded):
+def test_rows_that_join_or_leave_get_the_logits_of_an_uncached_forward(embedded, serving_base, serving_adapters):
     """The KV cache stacking and per-row positions are exact: at every step, every row's logits
     match one plain forward over its prompt and the tokens it was fed, whether the row was running
-    when others joined, joined, or saw others leave."""
-    _, names = loaded
+    when others joined, joined, or saw others leave. The store holds the NF4 values in float32
+    linears, so the only difference left is float32 rounding (bitsandbytes' bf16 CPU kernel alone
+    differs by ~0.01 between a cached step and an uncached pass)."""
     engine = embedded.engine
+    store = ModelStore(serving_base, "nf4-dequantized", "float32")
+    names = [f"{domain}@exact" for domain in DOMAINS]
+    for name, domain in zip(names, DOMAINS):
+        store.load_adapter(name, str(serving_adapters[domain]))
     specs = [("The contract says", names[0], 12), ("Take", names[1], 4),
              ("Take the medicine " * 6, None, 9), ("Please tell me how long a refund takes " * 3, names[2], 7)]
-
-    def run():
-        store = engine.store
-        rows = [_request(engine, text, adapter, budget) for text, adapter, budget in specs]
+    rows = [_request(engine, text, adapter, budget) for text, adapter, budget in specs]
+    with torch.inference_mode():
         traces = _logit_trace(store, engine, rows[:1], {2: rows[1:3], 5: rows[3:]})
         for request in rows:
             trace = traces[id(request)]
@@ -177,8 +181,5 @@ def test_rows_that_join_or_leave_get_the_logits_of_an_uncached_forward(embedded,
             fed = [int(logits.argmax()) for logits in trace]  # greedy: what the row was fed next
             for step, logits in enumerate(trace):
                 expected = _uncached_logits(store, request.prompt_ids, fed[:step], request.adapter)
-                assert torch.allclose(logits, expected, atol=1e-2, rtol=0), (  # 4-bit kernel noise: <= 0.0064 solo
+                assert torch.allclose(logits, expected, atol=1e-4, rtol=0), (
                     request.adapter, step, float((logits - expected).abs().max()))
-        return len(rows)
-
-    assert engine.run_exclusive(run).result(timeout=120) == len(specs)

@@ -86,32 +86,34 @@ class EmbeddedConfig(_Profile):
     def numerics(self) -> BaseNumerics:
         """The served base's entry of numerics_by_base, else the profile-wide settings. The base's
         profile is the one its fingerprint.json records (a pinned folder built by the base_model
-        asset, as eval's server uses), else the selected one."""
-        folder = self._folder()
-        fingerprint = folder / "fingerprint.json"
-        recorded = read_json(fingerprint, "base model fingerprint").get("profile") if fingerprint.is_file() else None
-        if not recorded and not self.base_model:
-            from qlora.modeling.profiles import selected_profile
-
-            recorded = selected_profile()
-        chosen = self.numerics_by_base.get(recorded or "")
+        asset, as eval's server uses), else the selected one for an unpinned base."""
+        folder, selected = self._folder()
+        profile = self._record(folder).get("profile") or selected
+        chosen = self.numerics_by_base.get(profile or "")
         return chosen or BaseNumerics(quantization=self.quantization, compute_dtype=self.compute_dtype)
 
-    def _folder(self) -> Path:
+    def _folder(self) -> tuple[Path, str | None]:
+        """The base folder, and the selected profile when the folder is the profile's (not pinned)."""
+        selected = None
         if self.base_model:
             path = Path(self.base_model).expanduser()
         else:  # the base chosen once ($QLORA_BASE_PROFILE), where the base_model asset builds it
             from qlora.modeling.profiles import selected_profile
 
-            path = paths().base_models / selected_profile()
-        return path if path.is_absolute() else paths().home / path
+            selected = selected_profile()
+            path = paths().base_models / selected
+        return (path if path.is_absolute() else paths().home / path), selected
+
+    @staticmethod
+    def _record(folder: Path) -> dict:
+        fingerprint = folder / "fingerprint.json"
+        return read_json(fingerprint, "base model fingerprint") if fingerprint.is_file() else {}
 
     def base_model_path(self) -> Path:
-        path = self._folder()
-        fingerprint = path / "fingerprint.json"
-        if not (path / "config.json").is_file() and fingerprint.is_file():
+        path, _ = self._folder()
+        if not (path / "config.json").is_file():
             # The base_model asset may record the HF files elsewhere (a local checkpoint).
-            return Path(read_json(fingerprint, "base model fingerprint").get("model_path") or path)
+            return Path(self._record(path).get("model_path") or path)
         return path
 
 

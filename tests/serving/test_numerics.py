@@ -6,16 +6,13 @@ import torch
 from transformers import DynamicCache
 
 from qlora.serving.model_store import ModelStore
+from qlora.serving.running_batch import left_padded
 from tests.support.serving import DOMAINS
 
 
 def _logits(store: ModelStore, adapters: list[str | None]) -> torch.Tensor:
     prompts = [store.tokenizer.encode(text) for text in ("Your order ships within", "계약서에는", "Take")]
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), store.tokenizer.pad_token_id or 0)
-    mask = torch.zeros_like(ids)
-    for i, prompt in enumerate(prompts):
-        ids[i, width - len(prompt):], mask[i, width - len(prompt):] = torch.tensor(prompt), 1
+    ids, mask = left_padded(prompts, store.tokenizer.pad_token_id or 0)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return store.forward(ids, mask, positions, DynamicCache(), adapters)
 

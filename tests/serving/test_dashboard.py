@@ -130,8 +130,12 @@ def query(api: httpx.Client, promql: str) -> list[dict]:
     return body["data"]["result"]
 
 
-def scraped_requests(api: httpx.Client) -> float:
-    return sum(float(r["value"][1]) for r in query(api, "llm_request_total"))
+def scraped_total(api: httpx.Client, counter: str) -> float:
+    return sum(float(r["value"][1]) for r in query(api, counter))
+
+
+# Each A/B user posts one pair (a win and a loss) and one thumbs rating: three feedback counts.
+FEEDBACK_PER_AB_USER, AB_USERS = 3, 4
 
 
 def send_round(router: ServingClient) -> int:
@@ -150,7 +154,7 @@ def send_round(router: ServingClient) -> int:
 def send_ab_round(router: ServingClient) -> int:
     """Four users side by side (the candidate wins 3 of 4 pairs) and a thumbs up and down."""
     url, sent = router.base_url, 0
-    for user in range(4):
+    for user in range(AB_USERS):
         body = {"model": AB_ALIAS, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "user": f"u{user}"}
         first = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()
         second = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60,
@@ -169,10 +173,14 @@ def send_ab_round(router: ServingClient) -> int:
 @pytest.fixture(scope="module")
 def traffic(router, prometheus):
     # Two rounds with a scrape between them, so every counter has grown inside rate()'s window.
-    total = 0
+    # Feedback is posted after its requests: a scrape can hold them all and not the last feedback.
+    total, feedback = 0, 0
     for _ in range(2):
         total += send_round(router)
-        wait_for(lambda: scraped_requests(prometheus) >= total, 60, f"{total} requests scraped")
+        feedback += FEEDBACK_PER_AB_USER * AB_USERS
+        wait_for(lambda: scraped_total(prometheus, "llm_request_total") >= total
+                 and scraped_total(prometheus, "llm_feedback_total") >= feedback,
+                 60, f"{total} requests and {feedback} feedback counts scraped")
     return total
 
 

@@ -15,23 +15,23 @@ from qlora.cli import app
 from qlora_assets.deploy.assets import deployed_adapter
 from qlora.deploy.deployer import Deployer
 from qlora.deploy.history import BLOCKED, DEPLOYED, deployment_history
-from qlora.core.paths import paths
-from qlora.core.warehouse import Warehouse
 from resources.serving import VllmServingResource
 from resources.warehouse import WarehouseResource
 from tests.support.serving import DOMAINS
-from tests.support.deploy import API_KEY, TEST_CONFIG, live_factory, pass_gate, write_config, write_eval_set  # noqa: F401
+from tests.support.deploy import (API_KEY, TEST_CONFIG, home_of_its_own, live_factory, pass_gate,  # noqa: F401
+                                  write_config, write_eval_set)
 from tests.support.lineage import report_upstream
 
 
 @pytest.fixture(scope="module")
-def live(live_factory):
-    live = live_factory("deploy_happy", {"v2": 300})
-    live.warehouse = Warehouse(paths().warehouse)  # the CLI and the asset read QLORA_HOME's warehouse
-    for domain in DOMAINS:
-        for version in ("v1", "v2"):
-            pass_gate(live.warehouse, live.ref(domain, version))
-    return live
+def live(live_factory, tmp_path_factory):
+    with home_of_its_own(tmp_path_factory, "deploy_happy_home") as warehouse:
+        live = live_factory("deploy_happy", {"v2": 300})
+        live.warehouse = warehouse  # the CLI and the asset read QLORA_HOME's warehouse
+        for domain in DOMAINS:
+            for version in ("v1", "v2"):
+                pass_gate(live.warehouse, live.ref(domain, version))
+        yield live
 
 
 def deploy_all(live, version: str, domains) -> dict:

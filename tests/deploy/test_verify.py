@@ -9,31 +9,30 @@ import pytest
 from typer.testing import CliRunner
 
 from qlora.cli import app
-from qlora.core.paths import paths
-from qlora.core.warehouse import Warehouse
 from qlora.deploy.deployer import Deployer
 from qlora.deploy.history import BLOCKED, DEPLOYED, FAILED, deployment_history
 from qlora.serving.base_identity import base_fingerprint
 from qlora.serving.client import ServingClient
-from tests.support.deploy import API_KEY, TEST_CONFIG, live_factory, pass_gate, write_config  # noqa: F401
+from tests.support.deploy import API_KEY, TEST_CONFIG, home_of_its_own, live_factory, pass_gate, write_config  # noqa: F401
 from tests.support.serving import build_adapter
 
 DOMAIN = "legal-ko"
 
 
 @pytest.fixture(scope="module")
-def live(live_factory, serving_base):
-    live = live_factory("deploy_verify", {})
-    live.warehouse = Warehouse(paths().warehouse)  # the CLI reads QLORA_HOME's warehouse
-    for version, fingerprint in (("v-other-base", "0123456789abcdef"), ("v-same-base", base_fingerprint(serving_base)),
-                                 ("v-gone", None), ("v-no-base", "")):
-        folder = build_adapter(serving_base, live.root / DOMAIN / version, seed=40)
-        if fingerprint is not None:
-            manifest = json.loads((folder / "manifest.json").read_text())
-            (folder / "manifest.json").write_text(json.dumps({**manifest, "base": {"fingerprint": fingerprint}}))
-        pass_gate(live.warehouse, live.ref(DOMAIN, version))
-    pass_gate(live.warehouse, live.ref(DOMAIN, "v1"))
-    return live
+def live(live_factory, serving_base, tmp_path_factory):
+    with home_of_its_own(tmp_path_factory, "deploy_verify_home") as warehouse:
+        live = live_factory("deploy_verify", {})
+        live.warehouse = warehouse  # the CLI reads QLORA_HOME's warehouse
+        for version, fingerprint in (("v-other-base", "0123456789abcdef"),
+                                     ("v-same-base", base_fingerprint(serving_base)), ("v-gone", None), ("v-no-base", "")):
+            folder = build_adapter(serving_base, live.root / DOMAIN / version, seed=40)
+            if fingerprint is not None:
+                manifest = json.loads((folder / "manifest.json").read_text())
+                (folder / "manifest.json").write_text(json.dumps({**manifest, "base": {"fingerprint": fingerprint}}))
+            pass_gate(live.warehouse, live.ref(DOMAIN, version))
+        pass_gate(live.warehouse, live.ref(DOMAIN, "v1"))
+        yield live
 
 
 def deploy(live, version: str):

@@ -6,8 +6,10 @@ fault tests stop and restart it; adapters are the serving fixtures' random LoRAs
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -17,6 +19,7 @@ from qlora.deploy.smoke import golden_prompts
 from qlora.evaluation.decisions import record_gate_decision
 from qlora.evaluation.gate import GateDecision, GateVerdict
 from qlora.serving.client import ServingClient
+from qlora.core.paths import paths
 from qlora.core.warehouse import Warehouse
 from tests.support.serving import DOMAINS, build_adapter
 
@@ -122,3 +125,15 @@ def live_factory(tmp_path_factory, serving_base, serving_adapters, qlora_home):
     yield factory
     for live in started:
         live.handle.stop()
+
+
+@contextmanager
+def home_of_its_own(tmp_path_factory, name: str) -> Iterator[Warehouse]:
+    """QLORA_HOME for one test module; yields its warehouse (the one the CLI and the asset read).
+
+    The session's warehouse keeps every module's deployment history, and a rollback target or a
+    lost alias is restored from that history: a version another module deployed and deleted
+    would become this module's target, depending on which modules ran before on this worker."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("QLORA_HOME", str(tmp_path_factory.mktemp(name)))
+        yield Warehouse(paths().warehouse)

@@ -84,8 +84,7 @@ def test_the_entrypoint_trains_the_same_losses_with_the_three_levers_on(tiny_bas
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in toy_messages(8)))
     curves = {}
-    for run, on in enumerate((False, True, False)):  # the first run of a process differs after its first update
-        # (seen with every setting alike, levers off too): the comparison is of the two runs after it
+    for run, on in enumerate((False, True)):
         speed = {"packing": True, "fused_loss": True, "fused_lora": True, "lora_groups": True,
                  "recompute_lora_inputs": True, "fp32_upcast": False, "checkpoint_layers": 0, "offload_layers": 1,
                  **dict.fromkeys(LEVERS, on)}
@@ -94,7 +93,7 @@ def test_the_entrypoint_trains_the_same_losses_with_the_three_levers_on(tiny_bas
         manifest = run_training(config, data, tmp_path / f"adapter-{run}", tiny_base)
         assert all(manifest["config"]["speed"][name] is on for name in LEVERS)
         assert (tmp_path / f"adapter-{run}" / "adapter_model.safetensors").is_file()
-        curves[on] = [loss for _, loss in manifest["metrics"]["loss_curve"]]  # off: the third run
-    assert len(curves[True]) == 3 and curves[True] == pytest.approx(curves[False], rel=1e-6)
+        curves[on] = [loss for _, loss in manifest["metrics"]["loss_curve"]]
+    assert len(curves[True]) == 3 and curves[True] == curves[False]
     assert len(moved) == 1 and isinstance(moved[0], host_embedding.HostEmbedding)  # the lever-on run only
     assert True in eager and False in eager

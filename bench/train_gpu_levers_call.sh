@@ -3,7 +3,8 @@
 # seed recipe measured in the same call (docs/benchmarks.md, "Eager release, host embedding, compact
 # GQA saves"). Run on the GPU machine from a copy of the repository that holds the wheels in .whl/:
 #   bash bench/train_gpu_levers_call.sh NAME        (results under $OUT/NAME-*)
-# About 9.5 minutes on one H200: the exactness check, then 9 entrypoint runs of 8 steps.
+# About 9.5 minutes on one H200: the exactness check, then 9 entrypoint runs of 8 steps (the
+# least needed last: a run the timeout cuts is lost, the ones before it are saved).
 set -u
 cd "$(dirname "$0")/.."
 name=${1:-levers}
@@ -17,11 +18,11 @@ timeout 90 python3 bench/train_gpu_levers_check.py --out "$out/$name-levers-chec
 L=llama3-8b-lowmem
 ALL=offload_eager_release=true,embedding_on_host=true,compact_gqa_saves=true
 timeout "${SMOKE_TIMEOUT:-470}" python3 bench/train_gpu_smoke.py --out "$out/$name-entrypoint-8b.json" --steps 8 \
-  --skip-tiny-runs --configs llama3-8b $L "$L:$ALL" "$L:offload_eager_release=true" \
-  "$L:offload_eager_release=true,compact_gqa_saves=true" "$L:$ALL#2" \
-  "$L:$ALL,max_tokens_per_batch=8192,checkpoint_layers=0,offload_layers=6" \
+  --skip-tiny-runs --configs llama3-8b $L "$L:$ALL" "$L:$ALL#2" "$L:offload_eager_release=true,compact_gqa_saves=true" \
+  "$L:$ALL,max_tokens_per_batch=8192,checkpoint_layers=0,offload_layers=6" "llama3-8b#2" \
+  "$L:offload_eager_release=true" \
   "$L:$ALL,max_tokens_per_batch=8192,checkpoint_layers=0,offload_layers=0,memory_budget_gib=130" \
-  "llama3-8b#2" > "$out/$name-smoke.log" 2>&1
+  > "$out/$name-smoke.log" 2>&1
 echo "smoke rc $?"; date -u
 python3 - "$out/$name-entrypoint-8b.json" <<'PY'
 import json, sys

@@ -63,14 +63,16 @@ def with_(speed: SpeedConfig, **changes) -> SpeedConfig:
     return speed.model_copy(update=changes)
 
 
-SWEEP_NAME = re.compile(r"fast-mb(?P<mb>\d+)-ck(?P<ck>\d+)(?:-off(?P<off>\d+))?(?:-(?P<levers>[gr]+))?"
+SWEEP_NAME = re.compile(r"fast-mb(?P<mb>\d+)-ck(?P<ck>\d+)(?:-off(?P<off>\d+))?(?:-(?P<levers>[grehc]+))?"
                         r"(?:-rep\d+)?-(?P<data>full|mix|learn)$")
-LEVER_LETTERS = {"g": "lora_groups", "r": "recompute_lora_inputs"}
+LEVER_LETTERS = {"g": "lora_groups", "r": "recompute_lora_inputs", "e": "offload_eager_release",
+                 "h": "embedding_on_host", "c": "compact_gqa_saves"}
 
 
 def named_variant(name: str, fast: SpeedConfig, steps: int) -> Variant | None:
-    """`fast-mb<M>-ck<R>[-off<O>][-<g|r|gr>][-rep<K>]-<data>` (O layers' activations offloaded to host
-    memory; g: speed.lora_groups, r: speed.recompute_lora_inputs; rep<K>: a repeat, same settings)
+    """`fast-mb<M>-ck<R>[-off<O>][-<letters>][-rep<K>]-<data>` (O layers' activations offloaded to host
+    memory; letters among g: speed.lora_groups, r: speed.recompute_lora_inputs, e: speed.offload_eager_release,
+    h: speed.embedding_on_host, c: speed.compact_gqa_saves; rep<K>: a repeat, same settings)
     and `seed-chunkedloss-<data>`, built from the name."""
     if match := SWEEP_NAME.match(name):
         levers = {LEVER_LETTERS[letter]: True for letter in match["levers"] or ""}

@@ -125,7 +125,8 @@ def run_8b(work: Path, tiny_base: Path, steps: int, grad_accum: int, results: di
         results["random_8b_build_seconds"] = build_random_8b(base, tiny_base)
     seed_batch = yaml.safe_load((REPO / "configs" / "qlora" / "llama3-8b.yaml").read_text())["per_device_train_batch_size"]
     data = long_rows(work / "long.jsonl", n=steps * grad_accum * seed_batch)
-    for spec in profiles:
+    for spec in profiles:  # NAME[:key=value,...][#K]: #K names a repeat of the same settings
+        spec, _, repeat = spec.partition("#")
         profile, _, overrides = spec.partition(":")
         settings = yaml.safe_load((REPO / "configs" / "qlora" / f"{profile}.yaml").read_text())
         for item in filter(None, overrides.split(",")):  # e.g. llama3-8b-fast:checkpoint_layers=4
@@ -135,12 +136,18 @@ def run_8b(work: Path, tiny_base: Path, steps: int, grad_accum: int, results: di
         accum = grad_accum * seed_batch // settings["per_device_train_batch_size"]  # the seed's tokens per step
         settings.update({"base_model_path": str(base), "max_steps": steps, "gradient_accumulation_steps": accum,
                          "logging_steps": 1, "save_steps": 10_000, "cost_instance": "a100-80gb-x1"})
-        name = spec.replace(":", "_").replace(",", "_").replace("=", "-") + (f"_{gpus}gpu" if gpus > 1 else "")
+        name = spec.replace(":", "_").replace(",", "_").replace("=", "-") + (f"_{gpus}gpu" if gpus > 1 else "") \
+            + (f"_rep{repeat}" if repeat else "")
         config = work / f"{name}-8b.json"
         config.write_text(json.dumps(settings))
         output = work / f"{name}-8b"
         key = "seed_config_random_8b" if name == "llama3-8b" else f"{name}_config_random_8b"
-        run = summary(entrypoint(config, data, output, base, gpus))
+        try:
+            run = summary(entrypoint(config, data, output, base, gpus))
+        except subprocess.CalledProcessError as error:  # one failed setting must not cost the others' runs
+            results[key] = {"error": f"entrypoint exited {error.returncode}"}
+            save()
+            continue
         results[key] = {**run, **adapter_files(output), "grad_accum": run["resolved_grad_accum"] or accum,
                         "batch": run["resolved_batch"] or settings["per_device_train_batch_size"],
                         "max_length": settings["max_length"]}
@@ -157,7 +164,7 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=1, help="processes (GPUs) for the 8B runs, via accelerate launch")
     parser.add_argument("--keep-work", action="store_true", help="reuse --work (its saved random 8B model)")
     parser.add_argument("--skip-tiny-runs", action="store_true", help="build the tiny base (its tokenizer) but train nothing on it")
-    parser.add_argument("--configs", nargs="+", default=["llama3-8b"], help="profiles of configs/qlora/ run on the 8B shapes; NAME:key=value,... overrides its speed: block")
+    parser.add_argument("--configs", nargs="+", default=["llama3-8b"], help="profiles of configs/qlora/ run on the 8B shapes; NAME:key=value,... overrides its speed: block; a #K suffix names a repeat")
     args = parser.parse_args()
     if not args.keep_work:
         shutil.rmtree(args.work, ignore_errors=True)

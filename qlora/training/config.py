@@ -56,6 +56,15 @@ class SpeedConfig(BaseModel):
     offload_layers: int | Literal["auto"] = Field(
         0, description="Decoder layers whose saved activations go to pinned host memory (fast/offload.py); "
                        "auto: the memory model's choice.")
+    offload_eager_release: StrictBool = Field(
+        False, description="Offload: drop each finished copy's GPU source at every layer's end, none in flight at the "
+                           "forward's end, copies back only into memory the backward has freed (fast/offload.py).")
+    compact_gqa_saves: StrictBool = Field(
+        False, description="cuDNN attention gets K/V expanded to every query head; its backward keeps the grouped "
+                           "heads and expands them again (fast/gqa_saves.py): 12% less per kept 8B layer.")
+    embedding_on_host: StrictBool = Field(
+        False, description="The frozen input embedding table in pinned host memory; only the micro-batch's rows "
+                           "reach the GPU (fast/host_embedding.py): one vocab x hidden bf16 table less on the GPU.")
     compile: StrictBool = Field(False, description="torch.compile each decoder layer (regional compilation).")
     memory_budget_gib: float | None = Field(
         None, gt=0, description="Peak the auto choice must stay under; default: the GPU's memory less 5 GiB.")

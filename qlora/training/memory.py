@@ -8,13 +8,14 @@ depend on kernels and allocator behaviour and adds a constant:
 
 - weights: the NF4 body (4 bits + 0.127 bit of double-quantised block constants per weight) and
   the embeddings/lm_head in bf16 (fp32 when the seed's `prepare_model_for_kbit_training` upcasts);
+  without the input table when `speed.embedding_on_host` keeps it in host memory;
 - lora: fp32 weights and gradients (the paged 8-bit optimizer's state is managed memory, outside
   PyTorch's allocator, so it is not in the measured peak and not counted here);
 - activations of one micro-batch of T tokens: a kept (not recomputed) layer holds
   (6d + 2kv + 3ff) values per token (norm inputs/outputs, q/k/v, attention output, gate, up and
   their product); a recomputed layer holds only its input; one recomputed layer is live in backward;
   an offloaded layer holds nothing once copied to host memory, the copies in flight a few kept
-  layers' worth (qlora/training/offload_model.py);
+  layers' worth (qlora/training/offload_model.py), one with eager release;
 - loss buffers: full-vocabulary logits (the seed's loss), one chunk of them (chunked loss) or
   Liger's fused kernel's chunk and input gradient.
 No torch import: `qlora plan` runs this on any machine.
@@ -30,6 +31,9 @@ Recipe = Literal["seed", "fast"]
 Loss = Literal["full", "chunked", "fused"]
 LOSS_CHUNK_TOKENS = 4096
 INFLIGHT_LAYERS = 3  # offload: copies pending + the layer being saved (qlora/training/fast/offload.py)
+# With speed.offload_eager_release nothing offloaded is on the GPU at the forward's end and a copy back
+# takes only memory the backward has freed: what remains at the peak is one layer's worth at most.
+INFLIGHT_LAYERS_EAGER = 1
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,9 @@ class Setup:
     modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     double_quant: bool = True
     recompute_inputs: bool = False  # speed.recompute_lora_inputs
+    eager_release: bool = False  # speed.offload_eager_release
+    embedding_on_host: bool = False  # speed.embedding_on_host: the input table off the GPU
+    compact_kv: bool = False  # speed.compact_gqa_saves: no expanded K/V kept for cuDNN's backward
 
 
 def kept_layer_bytes_per_token(shape: Shape, recipe: Recipe = "fast", recompute_inputs: bool = False) -> int:
@@ -132,6 +139,21 @@ def kept_layer_bytes_per_token(shape: Shape, recipe: Recipe = "fast", recompute_
     return kept
 
 
+def gqa_expansion_bytes_per_token(shape: Shape) -> int:
+    """What cuDNN's attention keeps beyond the analytic count of a kept layer: K and V expanded to
+    every query head (fast/varlen_attention.py). The calibrated activation coefficient absorbed it
+    (70B: the pool measured 1.16 GiB a layer, 1.05 analytic + 0.11 expansion); speed.compact_gqa_saves
+    keeps the grouped heads instead (fast/gqa_saves.py), so those bytes come off."""
+    return 2 * (shape.hidden - shape.kv_dim) * 2
+
+
+def compact_kv_factor(shape: Shape, recompute_inputs: bool) -> float:
+    """The share of an offloaded layer's copies left with speed.compact_gqa_saves."""
+    kept = kept_layer_bytes_per_token(shape, "fast", recompute_inputs)
+    expansion = gqa_expansion_bytes_per_token(shape)
+    return kept / (kept + expansion)
+
+
 def memory_terms(shape: Shape, setup: Setup) -> dict[str, float]:
     """The analytic terms in bytes (before calibration)."""
     d, tokens = shape.hidden, setup.micro_batch_tokens
@@ -139,13 +161,17 @@ def memory_terms(shape: Shape, setup: Setup) -> dict[str, float]:
     offloaded = min(max(setup.offloaded_layers, 0), shape.layers - recomputed)
     kept = shape.layers - recomputed - offloaded
     seed = setup.recipe == "seed"
-    weights = shape.body_params * NF4_BITS[setup.double_quant] / 8 + shape.embedding_params * (4 if seed else 2)
+    tables = shape.embedding_params - (shape.vocab * d if setup.embedding_on_host and not shape.tie_embeddings else 0)
+    weights = shape.body_params * NF4_BITS[setup.double_quant] / 8 + tables * (4 if seed else 2)
     lora = shape.lora_params(setup.r, list(setup.modules)) * (4 + 4)
     kept_layer = kept_layer_bytes_per_token(shape, setup.recipe, setup.recompute_inputs)
     layer_input = d * (4 if seed else 2)
     # Offload: the copies in flight, and (when no recomputed layer is live in backward already) the
     # restored layer being backpropagated.
-    in_flight = tokens * kept_layer * (min(offloaded, INFLIGHT_LAYERS) + (1 if offloaded and not recomputed else 0))
+    if setup.eager_release:
+        in_flight = tokens * kept_layer * min(offloaded, INFLIGHT_LAYERS_EAGER)
+    else:
+        in_flight = tokens * kept_layer * (min(offloaded, INFLIGHT_LAYERS) + (1 if offloaded and not recomputed else 0))
     activations = tokens * (kept * kept_layer + recomputed * layer_input + (kept_layer if recomputed else 0))
     chunk = min(tokens, LOSS_CHUNK_TOKENS)
     loss = {
@@ -154,8 +180,11 @@ def memory_terms(shape: Shape, setup: Setup) -> dict[str, float]:
         "fused": tokens * d * 2 + max(tokens // 32, 1) * shape.vocab * 8,
     }[setup.loss]
     workspace = 2 * max(i * o for i, o in shape.linear_shapes().values()) * 2  # dequantised bf16 weights
+    compact_saving = 0.0
+    if setup.compact_kv and setup.recipe == "fast":  # kept layers and those in flight no longer hold the expansion
+        compact_saving = tokens * gqa_expansion_bytes_per_token(shape) * (kept + in_flight / max(tokens * kept_layer, 1))
     return {"weights": weights, "lora": lora, "activations": activations, "loss": loss, "workspace": workspace,
-            "in_flight": in_flight}
+            "in_flight": in_flight, "compact_kv_saving": compact_saving}
 
 
 DEFAULT_COEFFICIENTS = {"activations": {"seed": 1.0, "fast": 1.0},
@@ -170,7 +199,7 @@ def predict_peak_gib(shape: Shape, setup: Setup, coefficients: dict | None = Non
         "weights": terms["weights"] / GIB,
         "lora": terms["lora"] / GIB,
         "activations": (c["activations"][setup.recipe] * terms["activations"]
-                        + c.get("in_flight", 1.0) * terms["in_flight"]) / GIB,
+                        + c.get("in_flight", 1.0) * terms["in_flight"] - terms["compact_kv_saving"]) / GIB,
         "loss": c["loss"][setup.loss] * terms["loss"] / GIB,
         "workspace": (terms["workspace"] / GIB) + c["constant_gib"],
     }

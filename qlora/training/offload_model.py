@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from qlora.training.memory import INFLIGHT_LAYERS, Shape, kept_layer_bytes_per_token
+from qlora.training.memory import INFLIGHT_LAYERS, Shape, compact_kv_factor, kept_layer_bytes_per_token
 
 __all__ = ["INFLIGHT_LAYERS", "extra_seconds", "pinned_host_gib", "check_pinned", "host_memory_gib"]
 PINNED_FRACTION = 0.8  # of the host's memory: the rest stays for the process, the data and the paged optimizer
@@ -64,22 +64,31 @@ def check_pinned(needed_gib: float, host_gib: float, offloaded: int) -> None:
 
 
 def copy_seconds(shape: Shape, tokens: int, offloaded: int, model: dict | None, direction: str,
-                 recompute_inputs: bool = False) -> float:
-    """Seconds the offloaded layers' copies take one way ("d2h" or "h2d") at the bandwidth under compute."""
+                 recompute_inputs: bool = False, compact_kv: bool = False) -> float:
+    """Seconds the offloaded layers' copies take one way ("d2h" or "h2d") at the bandwidth under compute
+    (the efficiency, fitted on copies that held cuDNN's expanded K/V, scaled down with compact_kv)."""
     model = model or {}
     efficiency = model.get("efficiency", {}).get(shape.name, 1.0)  # the probe's bandwidth, under compute
     gbps = model.get(f"{direction}_gbps", DEFAULT_GBPS)
-    return offloaded * kept_layer_bytes(shape, tokens, recompute_inputs) / (gbps * 1e9 * efficiency)
+    share = compact_kv_factor(shape, recompute_inputs) if compact_kv else 1.0
+    return offloaded * kept_layer_bytes(shape, tokens, recompute_inputs) * share / (gbps * 1e9 * efficiency)
+
+
+def host_embedding_seconds(shape: Shape, tokens: int, model: dict | None) -> float:
+    """The host-embedding gather (fast/host_embedding.py): the micro-batch's bf16 rows over PCIe,
+    before the first layer can start, so not overlapped."""
+    return tokens * shape.hidden * 2 / ((model or {}).get("h2d_gbps", DEFAULT_GBPS) * 1e9)
 
 
 def extra_seconds(shape: Shape, tokens: int, recomputed: int, offloaded: int, a: float, b: float,
-                  work_seconds: float, model: dict | None, recompute_inputs: bool = False) -> float:
+                  work_seconds: float, model: dict | None, recompute_inputs: bool = False,
+                  compact_kv: bool = False) -> float:
     """Seconds an offload of `offloaded` layers adds to one micro-batch of `tokens` tokens."""
     if offloaded <= 0:
         return 0.0
     model = model or {}
-    d2h = copy_seconds(shape, tokens, offloaded, model, "d2h", recompute_inputs)
-    h2d = copy_seconds(shape, tokens, offloaded, model, "h2d", recompute_inputs)
+    d2h = copy_seconds(shape, tokens, offloaded, model, "d2h", recompute_inputs, compact_kv)
+    h2d = copy_seconds(shape, tokens, offloaded, model, "h2d", recompute_inputs, compact_kv)
     forward = b * work_seconds
     backward = (a - b) * work_seconds + b * work_seconds * recomputed / shape.layers
     kappa = model.get("kappa", {}).get(shape.name, model.get("kappa_default", DEFAULT_KAPPA))

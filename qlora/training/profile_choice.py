@@ -45,7 +45,15 @@ def recipe_and_loss(config: QLoRAConfig, under_trl: bool) -> tuple[str, str]:
 
 
 def _recompute_inputs(config: QLoRAConfig) -> bool:
-    return bool(config.speed is not None and config.speed.recompute_lora_inputs)
+    return _speed_flag(config, "recompute_lora_inputs")
+
+
+def _compact_kv(config: QLoRAConfig) -> bool:
+    return _speed_flag(config, "compact_gqa_saves") and _speed_flag(config, "cudnn_attention")
+
+
+def _speed_flag(config: QLoRAConfig, name: str) -> bool:
+    return bool(config.speed is not None and getattr(config.speed, name))
 
 
 def predict(shape: Shape, config: QLoRAConfig, micro_batch_tokens: int, recomputed: int, calibration: dict | None,
@@ -53,7 +61,10 @@ def predict(shape: Shape, config: QLoRAConfig, micro_batch_tokens: int, recomput
     recipe, loss = recipe_and_loss(config, under_trl)
     setup = Setup(recipe=recipe, loss=loss, micro_batch_tokens=micro_batch_tokens, recomputed_layers=recomputed,
                   r=config.r, modules=tuple(config.target_modules), double_quant=config.bnb_4bit_use_double_quant,
-                  offloaded_layers=offloaded, recompute_inputs=_recompute_inputs(config))
+                  offloaded_layers=offloaded, recompute_inputs=_recompute_inputs(config),
+                  eager_release=_speed_flag(config, "offload_eager_release"),
+                  embedding_on_host=_speed_flag(config, "embedding_on_host"),
+                  compact_kv=_compact_kv(config))
     coefficients = (calibration or {}).get("memory_model", {}).get("coefficients") or DEFAULT_COEFFICIENTS
     return predict_peak_gib(shape, setup, coefficients)
 
@@ -74,9 +85,11 @@ def _throughput(shape: Shape, config: QLoRAConfig, tokens: int, recomputed: int,
     if offloaded:
         offload = calibration.get("offload_model")
         seconds += offload_model.extra_seconds(shape, tokens, recomputed, offloaded, a, b, work_seconds, offload,
-                                               _recompute_inputs(config))
+                                               _recompute_inputs(config), _compact_kv(config))
         if not offload:
             basis = "estimated"
+    if _speed_flag(config, "embedding_on_host"):  # the micro-batch's rows read over PCIe before layer 0
+        seconds += offload_model.host_embedding_seconds(shape, tokens, calibration.get("offload_model"))
     mfu = work_seconds / seconds
     return peak * mfu / flops, mfu, basis
 

@@ -76,6 +76,9 @@ def add_lora(model, config: QLoRAConfig):
             use_gradient_checkpointing=config.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": config.gradient_checkpointing_use_reentrant},
         )
+    from transformers import set_seed
+
+    set_seed(config.seed)  # LoRA's A matrices draw from the global generator: seed them (Trainer seeds only later)
     lora = LoraConfig(
         r=config.r,
         lora_alpha=config.lora_alpha,

@@ -16,8 +16,8 @@ ENTRYPOINT_ALLOWED = {
     "torch", "transformers", "accelerate", "bitsandbytes", "trl", "peft", "datasets", "dill", "multiprocess",
     "dagster_pipes", "liger_kernel", "pydantic", "pydantic_core", "annotated_types", "typing_inspection",
     "typing_extensions", "yaml", "numpy", "safetensors", "qlora",
-    # installed with torch / transformers themselves
-    "tokenizers", "filelock", "huggingface_hub", "packaging", "psutil", "jinja2",
+    # installed with torch / transformers themselves (triton: a dependency of torch's CUDA wheels and of liger-kernel)
+    "tokenizers", "filelock", "huggingface_hub", "packaging", "psutil", "jinja2", "triton",
 }
 
 

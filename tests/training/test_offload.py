@@ -132,3 +132,85 @@ def test_gradients_with_offload_equal_those_without_on_a_tiny_llama():
     remove_offload(model)
     assert "forward" not in model.model.layers[0].__dict__ and not hasattr(model, "_qlora_offloader")
     assert all(torch.equal(g, reference[n]) for n, g in _gradients(model, ids).items())
+
+
+class _SlowEvent:
+    """A copy's event that reports unfinished until waited for: what a GPU copy in flight looks like."""
+
+    def __init__(self):
+        self.done = False
+
+    def query(self):
+        return self.done
+
+    def synchronize(self):
+        self.done = True
+
+
+def _pending_copy(offloader: ActivationOffloader, layer: int) -> tuple[_SlowEvent, object]:
+    class Source:  # stands for the GPU storage a finished copy no longer needs
+        pass
+
+    stored = type("S", (), {})()
+    stored.source = Source()
+    event = _SlowEvent()
+    offloader.pending.append((event, [stored]))
+    return event, stored
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_eager_release_holds_no_copy_source_past_the_last_layers_forward(eager):
+    offloader = ActivationOffloader([0, 2], eager_release=eager, num_layers=4)
+    event, stored = _pending_copy(offloader, 2)
+    offloader.on_forward_end(3 - 1)  # a middle layer: never waits, the copy is still in flight
+    assert stored.source is not None and not event.done
+    offloader.on_forward_end(3)  # the last layer: eager release waits, so the loss runs without it
+    assert (stored.source is None and not offloader.pending) if eager else (stored.source is not None)
+    assert offloader.stats["forward_end_waits"] == (1 if eager else 0)
+
+
+def test_eager_release_drops_finished_copies_at_any_layers_end():
+    offloader = ActivationOffloader([0], eager_release=True, num_layers=8)
+    event, stored = _pending_copy(offloader, 0)
+    event.done = True
+    offloader.on_forward_end(1)  # a kept layer's end: the finished copy's source goes at once
+    assert stored.source is None and not offloader.pending and offloader.stats["backpressure_waits"] == 0
+
+
+def _restores_per_backward_start(model, ids):
+    """At each decoder layer's backward start: (index, offloaded layers restored and not yet consumed)."""
+    offloader = model._qlora_offloader
+    seen = []
+    start = offloader.on_backward_start
+
+    def recording(index):
+        start(index)
+        seen.append((index, offloader._restored_layers(index)))
+    offloader.on_backward_start = recording
+    model(input_ids=ids, labels=ids).loss.backward()
+    return seen
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_eager_release_restores_only_into_memory_the_backward_has_freed(eager):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=97, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).train()
+    ids = torch.randint(0, 97, (2, 24), generator=torch.Generator().manual_seed(1))
+    set_layer_plan(model, 0, 0)
+    reference = _gradients(model, ids)
+    set_layer_plan(model, 0, 3, min_bytes=1, eager_release=eager)  # offloads layers 0, 2, 4 of 0..5
+    assert model._qlora_offloader.offloaded == [0, 2, 4]
+    seen = _restores_per_backward_start(model, ids)
+    top = config.num_hidden_layers - 1
+    over = [(index, restored) for index, restored in seen if restored > top - index]
+    if eager:  # never more layers back on the GPU than the backward has released
+        assert not over and model._qlora_offloader.stats["deferred_prefetches"] >= 1
+    else:  # the lookahead alone restores layer 4 while layer 5 (the top) still holds its activations
+        assert over and over[0][0] == top
+    offloaded = _gradients(model, ids)
+    for name in reference:
+        assert torch.equal(offloaded[name], reference[name]), name

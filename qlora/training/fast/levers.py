@@ -45,9 +45,11 @@ def layer_roles(layers: int, recomputed: int, offloaded: int) -> list[str]:
     return roles
 
 
-def set_layer_plan(causal_lm: nn.Module, recomputed: int | None, offloaded: int, **offload_options) -> dict:
+def set_layer_plan(causal_lm: nn.Module, recomputed: int | None, offloaded: int, compact_gqa_saves: bool = False,
+                   **offload_options) -> dict:
     """Recompute `recomputed` layers (None: all), offload `offloaded` layers' activations to host
-    memory, keep the rest; returns the counts."""
+    memory, keep the rest; `compact_gqa_saves` marks the layers that are not recomputed for
+    fast/gqa_saves.py; returns the counts."""
     for name, value in (("checkpoint_layers", recomputed), ("offload_layers", offloaded)):
         if value == AUTO:
             raise ValueError(f"speed.{name}: auto must be resolved for the model's shape first "
@@ -59,8 +61,12 @@ def set_layer_plan(causal_lm: nn.Module, recomputed: int | None, offloaded: int,
     roles = layer_roles(len(layers), min(recomputed, len(layers)), offloaded or 0)
     if "recompute" in roles:
         causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    from qlora.training.fast.gqa_saves import ENABLED_ATTRIBUTE
+
     for layer, role in zip(layers, roles):
         layer.gradient_checkpointing = role == "recompute"
+        if hasattr(layer, "self_attn"):  # a checkpointed layer's own hooks must see every saved tensor
+            setattr(layer.self_attn, ENABLED_ATTRIBUTE, compact_gqa_saves and role != "recompute")
     chosen = [i for i, role in enumerate(roles) if role == "offload"]
     if chosen:
         from qlora.training.fast.offload_install import install
@@ -78,11 +84,13 @@ def remove_offload(causal_lm: nn.Module) -> None:
 
 
 def remove_layer_levers(causal_lm: nn.Module) -> None:
-    """Undo the offload hooks and `finish_peft_model`'s input-recompute marks on a reused base."""
+    """Undo the offload hooks, the host embedding and `finish_peft_model`'s input-recompute marks on a reused base."""
     from qlora.training.fast import input_recompute
+    from qlora.training.fast.host_embedding import restore_embedding
 
     remove_offload(causal_lm)
     input_recompute.uninstall(decoder_layers(causal_lm))
+    restore_embedding(causal_lm, next(decoder_layers(causal_lm).parameters()).device)
 
 
 def apply_liger_kernels(causal_lm: nn.Module) -> None:
@@ -108,7 +116,12 @@ def prepare_model(causal_lm: nn.Module, config: SpeedConfig) -> nn.Module:
         causal_lm.set_attn_implementation(register(prefer_cudnn=config.cudnn_attention))
     if config.liger_kernels:
         apply_liger_kernels(causal_lm)
-    set_layer_plan(causal_lm, config.checkpoint_layers, config.offload_layers)
+    set_layer_plan(causal_lm, config.checkpoint_layers, config.offload_layers,
+                   compact_gqa_saves=config.compact_gqa_saves, eager_release=config.offload_eager_release)
+    if config.embedding_on_host:
+        from qlora.training.fast.host_embedding import move_embedding_to_host
+
+        move_embedding_to_host(causal_lm)
     if config.compile:
         for layer in decoder_layers(causal_lm):
             layer.compile()

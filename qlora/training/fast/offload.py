@@ -17,6 +17,13 @@ bit, paid for in PCIe bandwidth, which is free while the copies overlap compute.
   host-to-device copy of layer i-1 overlaps layer i's backward; unpack waits for its copy's event.
 - one side stream carries both directions, so a pinned buffer released after its copy back is
   never overwritten by a later forward's copy before that copy back has finished.
+- eager release (`speed.offload_eager_release`): the copies are otherwise retired only when the next
+  offloaded layer ends, so up to `max_pending_layers` layers whose copies are done stay on the GPU
+  through the loss and into the backward, the peak; and the prefetch at the top layer's backward
+  start restores a layer while every kept layer is still held. With eager release every layer's
+  forward end drops the finished copies' sources, the last layer's waits for the copies still in
+  flight (nothing offloaded is on the GPU at the forward's end), and a copy back starts only when
+  the backward has freed at least as many layers as are restored and not yet consumed.
 On a CPU the same bookkeeping copies into plain host buffers synchronously (what the tests check).
 A graph is unpacked once: `retain_graph=True` with a second backward is not supported.
 The streams design follows torchtune's `OffloadActivations` (torchtune/training/_activation_offloading.py,
@@ -33,6 +40,17 @@ import torch
 from torch import nn
 
 MIN_BYTES = 4 * 2**20  # below this a saved tensor stays put: weights' casts, rank-r projections, kv chunks of tiny models
+
+
+_ACTIVE: "ActivationOffloader | None" = None  # the offloader whose layer is in its forward now
+
+
+def active_hooks():
+    """(pack, unpack) of the offloaded layer whose forward is running, else identities: what a
+    nested saved-tensor hook (fast/gqa_saves.py) hands its tensors on to."""
+    if _ACTIVE is None:
+        return (lambda tensor: tensor), (lambda packed: packed)
+    return _ACTIVE._pack, _ACTIVE._unpack
 
 
 class PinnedPool:
@@ -85,8 +103,11 @@ class ActivationOffloader:
     """The saved-tensor hooks and streams for the offloaded layers of one model."""
 
     def __init__(self, offloaded: list[int], min_bytes: int = MIN_BYTES, max_pending_layers: int = 2,
-                 lookahead: int = 2, pinned_limit_bytes: int | None = None):
+                 lookahead: int = 2, pinned_limit_bytes: int | None = None, eager_release: bool = False,
+                 num_layers: int | None = None):
         self.offloaded = sorted(offloaded)
+        self.eager_release = eager_release
+        self.top = (num_layers - 1) if num_layers else (self.offloaded[-1] if self.offloaded else 0)
         self.min_bytes, self.max_pending_layers, self.lookahead = min_bytes, max_pending_layers, lookahead
         self.cuda = torch.cuda.is_available()
         if pinned_limit_bytes is None:  # the planner's limit (qlora/training/offload_model.py)
@@ -101,7 +122,8 @@ class ActivationOffloader:
         self.pending: deque[tuple[object, list[_Stored]]] = deque()
         self._open: dict[int, _Stored] | None = None
         self._open_list: list[_Stored] | None = None
-        self.stats = {"offloaded_bytes": 0, "backpressure_waits": 0, "unprefetched_unpacks": 0}
+        self.stats = {"offloaded_bytes": 0, "backpressure_waits": 0, "unprefetched_unpacks": 0,
+                      "forward_end_waits": 0, "deferred_prefetches": 0}
 
     def watch_parameters(self, model: nn.Module) -> None:
         """Storages of `model`'s parameters are never copied; read at the first forward (after peft
@@ -120,11 +142,14 @@ class ActivationOffloader:
     @contextmanager
     def layer(self, index: int):
         """Saved tensors of the forward inside this block go to host memory."""
+        global _ACTIVE
         self._open, self._open_list = {}, []
+        _ACTIVE = self
         try:
             with torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
                 yield
         finally:
+            _ACTIVE = None
             stores = self._open_list
             self._open, self._open_list = None, None
             self.layer_stores[index] = stores
@@ -185,14 +210,32 @@ class ActivationOffloader:
                 stored.source = None
             self.pending.popleft()
 
+    def on_forward_end(self, index: int) -> None:
+        """Any decoder layer's forward ended (eager release only): drop the sources of finished
+        copies; after the last layer, wait for the rest, so none is held through the loss."""
+        if not self.eager_release:
+            return
+        if index >= self.top and self.pending and self.pending[-1][0] is not None \
+                and not self.pending[-1][0].query():
+            self.stats["forward_end_waits"] += 1
+        self._retire(0 if index >= self.top else None)
+
     # ---- backward ------------------------------------------------------------------------------
     def on_backward_start(self, index: int) -> None:
         """Layer `index`'s backward begins: start the copies back of the next offloaded layers."""
         self._retire(None)
-        for layer in self.offloaded:
-            if index - self.lookahead <= layer <= index:
-                for stored in self.layer_stores.get(layer, ()):
-                    self._copy_in(stored)
+        window = [layer for layer in reversed(self.offloaded) if index - self.lookahead <= layer <= index]
+        for layer in window:
+            if self.eager_release and layer < index and self._restored_layers(index) >= self.top - index:
+                self.stats["deferred_prefetches"] += 1  # no layer freed yet for it: a later start copies it
+                break
+            for stored in self.layer_stores.get(layer, ()):
+                self._copy_in(stored)
+
+    def _restored_layers(self, index: int) -> int:
+        """Offloaded layers at or below `index` whose activations are back on the GPU, not yet consumed."""
+        return sum(1 for layer in self.offloaded if layer <= index
+                   and any(s.restored is not None for s in self.layer_stores.get(layer, ())))
 
     def _copy_in(self, stored: _Stored) -> None:
         if stored.restored is not None or stored.refs <= 0:

@@ -9,7 +9,7 @@ from qlora.training.fast.offload import ActivationOffloader
 
 def install(layers: nn.ModuleList, offloaded: list[int], model: nn.Module, **options) -> ActivationOffloader:
     """Route the offloaded layers' saved tensors through an offloader; every layer reports its backward start."""
-    offloader = ActivationOffloader(offloaded, **options)
+    offloader = ActivationOffloader(offloaded, num_layers=len(layers), **options)
     offloader.watch_parameters(model)
     chosen = set(offloaded)
     for index, layer in enumerate(layers):
@@ -41,6 +41,7 @@ def _offloaded_forward(offloader: ActivationOffloader, index: int, forward):
 
 def _backward_start_hook(offloader: ActivationOffloader, index: int):
     def hook(_module, _inputs, output):
+        offloader.on_forward_end(index)
         hidden = output[0] if isinstance(output, tuple) else output
         if torch.is_tensor(hidden) and hidden.requires_grad:
             hidden.register_hook(lambda grad: (offloader.on_backward_start(index), grad)[1])

@@ -52,35 +52,45 @@ def _per_sequence_sdpa(q, k, v, cu: torch.Tensor, scaling) -> torch.Tensor:
     return torch.cat(outs, dim=0)
 
 
-def _uniform_dense_sdpa(q, k, v, count: int, scaling) -> torch.Tensor:
+def _uniform_dense_sdpa(q, k, v, count: int, scaling, compact_saves: bool = False) -> torch.Tensor:
     """Packs of equal-length sequences are a plain batch: dense causal SDPA, cuDNN first.
 
     On Hopper cuDNN's fused attention is faster than the FlashAttention-2 kernel PyTorch ships;
-    KV heads are expanded because cuDNN's SDPA path does not take grouped-query attention.
+    KV heads are expanded because cuDNN's SDPA path does not take grouped-query attention
+    (`compact_saves`: the backward keeps the unexpanded heads instead, fast/gqa_saves.py).
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     length = q.shape[0] // count
     q, k, v = (t.reshape(count, length, t.shape[1], t.shape[2]).transpose(1, 2) for t in (q, k, v))
-    if q.shape[1] != k.shape[1]:
-        groups = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     backends = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
     try:
         context = sdpa_kernel(backends, set_priority=True)
     except TypeError:  # torch without backend priorities: let it choose among these
         context = sdpa_kernel(backends)
-    with context:
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling)
+
+    def attend(keys, values):
+        with context:
+            return F.scaled_dot_product_attention(q, keys, values, is_causal=True, scale=scaling)
+
+    if q.shape[1] == k.shape[1]:
+        out = attend(k, v)
+    elif compact_saves and torch.is_grad_enabled():
+        from qlora.training.fast.gqa_saves import attend_with_compact_kv
+
+        out = attend_with_compact_kv(attend, k, v, q.shape[1] // k.shape[1])
+    else:
+        groups = q.shape[1] // k.shape[1]
+        out = attend(k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1))
     return out.transpose(1, 2).reshape(count * length, out.shape[1], out.shape[3])
 
 
-def varlen_attention(q, k, v, cu: torch.Tensor, max_len: int, scaling=None) -> torch.Tensor:
+def varlen_attention(q, k, v, cu: torch.Tensor, max_len: int, scaling=None, compact_saves: bool = False) -> torch.Tensor:
     """Causal attention over packed sequences; q (T, Hq, D), k/v (T, Hkv, D) -> (T, Hq, D)."""
     global _KERNEL_FAILED
     count = cu.numel() - 1
     if PREFER_CUDNN and q.is_cuda and q.shape[0] == count * max_len:
-        return _uniform_dense_sdpa(q, k, v, count, scaling)
+        return _uniform_dense_sdpa(q, k, v, count, scaling, compact_saves)
     fn, params = _torch_varlen()
     if fn is None or not q.is_cuda or _KERNEL_FAILED:
         return _per_sequence_sdpa(q, k, v, cu, scaling)
@@ -120,7 +130,9 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
     if dropout:
         raise ValueError("varlen_sdpa attention does not implement attention dropout")
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
-    out = varlen_attention(q, k, v, cu.to(device=q.device, dtype=torch.int32), int(max_len), scaling)
+    from qlora.training.fast.gqa_saves import enabled
+
+    out = varlen_attention(q, k, v, cu.to(device=q.device, dtype=torch.int32), int(max_len), scaling, enabled(module))
     return out.unsqueeze(0), None
 
 

@@ -18,6 +18,10 @@ ifeq ($(QLORA_PROFILE),local)
 export QLORA_QUALITY_GATE ?= quality_gate.demo.yaml
 endif
 
+# make test runs test modules on this many pytest-xdist workers (a module stays on one worker:
+# its module-scoped servers and stacks are shared by its tests). Two fit the 2-core CI host.
+TEST_WORKERS ?= 2
+
 .PHONY: setup demo test test-fast ui mlflow bench-cleaning bench-demo clean
 
 $(STAMP): pyproject.toml
@@ -41,7 +45,7 @@ test: $(STAMP)
 	# Debian prometheus, chromium, postgresql for the monitoring, UI and prod-profile tests.
 	bash scripts/install-system-deps.sh
 	bash scripts/install-postgres.sh install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The edit loop: everything not marked slow (no training runs, browser, Postgres or end-to-end cycles).
 test-fast: $(STAMP)

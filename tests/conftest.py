@@ -56,11 +56,20 @@ def _stop_embedded_servers_of(marker: str) -> None:
                 pass
 
 
+# The longest modules (minutes each on 2 cores; docs/benchmarks.md, "Test suite"), first: under
+# `make test`'s workers (--dist loadfile --no-loadscope-reorder hands modules out in collection
+# order; xdist's default reorder puts the modules with the most tests first) each starts on a
+# worker at once while the other worker takes the rest, instead of one starting last.
+LONGEST_MODULES = ("tests/e2e/test_smollm2_cycle.py", "tests/prod/test_postgres.py")
+
+
 def pytest_collection_modifyitems(items):
     """A test that needs the tiny base is slow: building it pretrains a model (about a minute on 2 cores)."""
     for item in items:
         if "tiny_base" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    rank = {module: i for i, module in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +79,18 @@ def tiny_base(qlora_home) -> Path:
 
     record, _ = materialize_base("tiny")
     return Path(record["model_path"])
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_dagster_state_storage():
+    """Every test starts with no "current" Dagster defs-state storage, as a fresh process does.
+
+    Entering a DagsterInstance (``dg.instance_for_test()``) sets that storage in a context variable
+    and leaving resets it. Under ``make test``'s workers one test left a disposed instance's storage
+    set (which one, we could not pin down), and every later test of that worker that loaded
+    Definitions against an ephemeral instance failed with "undefined DagsterInstance weakref".
+    No public API clears it, hence the internal import (tests only)."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from qlora.serving.decoding import RowDecoder
+from qlora.serving.kv_cache import growing_cache, stackable
 
 
 def left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,11 +34,6 @@ def _pad_left(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
-def can_merge(cache: DynamicCache) -> bool:
-    """Only full-attention layers can be stacked this way (a sliding window keeps its own offsets)."""
-    return all(type(layer) is DynamicLayer for layer in cache.layers)
-
-
 class RunningBatch:
     def __init__(self, store, pad_id: int, stop_token_ids: set[int]):
         self.store = store
@@ -54,13 +49,13 @@ class RunningBatch:
 
     @property
     def can_join(self) -> bool:
-        return self.cache is None or can_merge(self.cache)
+        return self.cache is None or stackable(self.cache)
 
     def join(self, requests: list) -> None:
         """Prefill ``requests`` in one pass and add them to the running rows."""
         ids, mask = left_padded([r.prompt_ids for r in requests], self.pad_id)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        cache = growing_cache()
         logits = self.store.forward(ids, mask, positions, cache, [r.adapter for r in requests])
         rows = [RowDecoder(self.store.tokenizer, r, self.stop_token_ids) for r in requests]
         if self.cache is None:

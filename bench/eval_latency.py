@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/eval_latency.py --base DIR --adapter DIR --eval-data data/eval/D.jsonl \
         --numerics nf4/float32 --numerics nf4-dequantized/bfloat16 [--concurrency 32] [--max-tokens 160]
+    .venv/bin/python bench/eval_latency.py ... --numerics nf4-dequantized/bfloat16 \
+        --numerics nf4-dequantized/bfloat16:seed-engine --rounds 3
 
 Every numerics variant (quantization/compute_dtype) loads the base and the adapter into a
 ModelStore and a BatchingEngine of this checkout; the rows are sent with at most
@@ -10,6 +12,12 @@ does. Reported per variant: wall time, completion tokens/s, p50/p95 latency per 
 ROUGE-L on rows with an expected answer and the refusal rate on should_refuse rows (the eval's
 own metrics and phrases). ``PYTHONPATH=<another checkout>`` measures that checkout's engine
 with this script (a baseline in the same run); numerics it does not know are skipped.
+
+A variant ending in ``:seed-engine`` runs this checkout's engine with its three decode measures
+undone, as transformers does by default (K/V repeated per query head, a cache that concatenates,
+a strided head input): the baseline in the same process. With
+``--rounds N`` the variants alternate N times, so a noisy machine slows them alike; the medians
+are reported.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ import platform
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,7 +43,37 @@ def load_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def run_variant(args, quantization: str, compute_dtype: str) -> dict:
+SEED_ENGINE = "seed-engine"
+
+
+@contextmanager
+def seed_engine(enabled: bool):
+    """Undo the engine's decode measures (qlora/serving: attention.py, kv_cache.py, model_store.py)."""
+    if not enabled:
+        yield
+        return
+    from transformers import DynamicCache
+
+    from qlora.serving import model_store, running_batch
+
+    saved = {(model_store, name): getattr(model_store, name)
+             for name in ("contiguous_head_input", "use_grouped_attention")}
+    saved[(running_batch, "growing_cache")] = running_batch.growing_cache
+    for module, name in saved:
+        setattr(module, name, DynamicCache if name == "growing_cache" else (lambda *_args: None))
+    try:
+        yield
+    finally:
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
+
+
+def run_variant(args, quantization: str, compute_dtype: str, undone: bool = False) -> dict:
+    with seed_engine(undone):
+        return _run_variant(args, quantization, compute_dtype)
+
+
+def _run_variant(args, quantization: str, compute_dtype: str) -> dict:
     from qlora.evaluation.config import load_eval_settings
     from qlora.evaluation.metrics import is_refusal, rouge_l
     from qlora.serving.engine import BatchingEngine, GenerationRequest
@@ -84,23 +123,33 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--rounds", type=int, default=1, help="alternate the variants this many times")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from qlora.serving.config import EmbeddedConfig
 
     known = set(EmbeddedConfig.model_fields["quantization"].annotation.__args__)
     results = []
-    for variant in args.numerics or ["nf4/float32", "nf4-dequantized/bfloat16"]:
-        quantization, compute_dtype = variant.split("/")
-        if quantization not in known:
-            print(json.dumps({"numerics": variant, "skipped": "this checkout does not know it"}), flush=True)
-            continue
-        results.append(run_variant(args, quantization, compute_dtype))
-        print(json.dumps(results[-1]), flush=True)
+    for round_ in range(1, args.rounds + 1):
+        for variant in args.numerics or ["nf4/float32", "nf4-dequantized/bfloat16"]:
+            numerics, _, engine = variant.partition(":")
+            quantization, compute_dtype = numerics.split("/")
+            if quantization not in known or engine not in ("", SEED_ENGINE):
+                print(json.dumps({"numerics": variant, "skipped": "this checkout does not know it"}), flush=True)
+                continue
+            result = run_variant(args, quantization, compute_dtype, undone=engine == SEED_ENGINE)
+            results.append({**result, "numerics": variant, "round": round_})
+            print(json.dumps(results[-1]), flush=True)
+    medians = {}
+    for variant in dict.fromkeys(r["numerics"] for r in results):
+        runs = [r for r in results if r["numerics"] == variant]
+        medians[variant] = {key: float(np.median([r[key] for r in runs]))
+                            for key in ("wall_s", "tokens_per_s", "latency_p50_s", "latency_p95_s")}
+    print(json.dumps({"medians": medians}), flush=True)
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
             "torch_threads": torch.get_num_threads(), "argv": sys.argv[1:]}
     if args.out:
-        args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        args.out.write_text(json.dumps({"meta": meta, "results": results, "medians": medians}, indent=2))
 
 
 if __name__ == "__main__":

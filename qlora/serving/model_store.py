@@ -51,18 +51,6 @@ def contiguous_head_input(model) -> None:
         head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
 
 
-def cast_adapter(peft_model, name: str, dtype) -> None:
-    """Hold adapter ``name``'s LoRA weights in the base's compute dtype, as vLLM serves them
-    (peft upcasts them to float32, so every LoRA layer casts its input up and its output down)."""
-    from peft.tuners.lora import LoraLayer
-
-    for module in peft_model.modules():
-        if isinstance(module, LoraLayer):
-            for weights in (module.lora_A, module.lora_B):
-                if name in weights:
-                    weights[name].to(dtype)
-
-
 def load_base(path: Path, quantization: str, compute_dtype: str):
     from qlora.core import bnb_notice  # noqa: F401  (before bitsandbytes loads)
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -94,7 +82,6 @@ class ModelStore:
                  max_lora_rank: int = 64, max_loras: int = 16):
         self.base_path = Path(base_path)
         self.base, self.tokenizer = load_base(self.base_path, quantization, compute_dtype)
-        self.compute_dtype = getattr(torch, compute_dtype)
         self.peft = None  # a PeftModel once the first adapter is loaded
         self.adapter_paths: dict[str, str] = {}
         self.max_lora_rank = max_lora_rank
@@ -125,7 +112,6 @@ class ModelStore:
             if self.peft is not None and name in self.peft.peft_config:
                 self._delete(name)
             raise ValueError(f"Loading lora {name} failed: {exc}") from exc
-        cast_adapter(self.peft, name, self.compute_dtype)
         self.peft.eval()
         self.adapter_paths[name] = str(path)
 

@@ -42,8 +42,6 @@ def test_the_served_base_runs_grouped_attention_and_a_contiguous_head(serving_ba
     store = ModelStore(serving_base, "nf4-dequantized", "bfloat16")
     assert store.base.config._attn_implementation == GQA_SDPA
     store.load_adapter("a", str(serving_adapters[DOMAINS[0]]))
-    lora = [p for n, p in store.peft.named_parameters() if ".lora_" in n]
-    assert lora and all(p.dtype == torch.bfloat16 for p in lora)  # as vLLM serves them, no per-layer casts
     seen = []
     store.base.get_output_embeddings().register_forward_hook(lambda _m, args, _o: seen.append(args[0]))
     ids = torch.tensor([[1, 2, 3, 4], [0, 0, 5, 6]])

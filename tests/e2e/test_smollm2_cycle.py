@@ -4,7 +4,8 @@ Few training steps and a small held-out eval set, through the same assets, resou
 embedded server as the demo. What a real instruct base shows and the tiny one cannot: it
 answers the harmful requests (no refusal), so the gate blocks the base for safety; the adapter,
 trained on rows that include refusals, improves ROUGE-L over the base on held-out rows.
-~2-3 minutes on 2 idle cores (conversion ~25 s, 20 NF4 LoRA steps, two eval passes).
+About 8 minutes of set-up inside the two-worker suite (docs/benchmarks.md, "Test suite"):
+conversion, 20 NF4 LoRA steps, two eval passes.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from resources.serving import EmbeddedServingResource
 from resources.trainer import trainer_on_this_host
 from resources.warehouse import WarehouseResource
 
-# ~2-3 min on 2 idle cores; the session's 900 s default is too tight for a loaded shared machine.
+# ~8 min inside the two-worker suite; the session's 900 s default is too tight for a loaded shared machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]

@@ -28,7 +28,8 @@ import platform
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack
+from unittest import mock
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,60 +47,49 @@ def load_rows(path: Path) -> list[dict]:
 SEED_ENGINE = "seed-engine"
 
 
-@contextmanager
-def seed_engine(enabled: bool):
+def seed_engine(enabled: bool) -> ExitStack:
     """Undo the engine's decode measures (qlora/serving: attention.py, kv_cache.py, model_store.py)."""
-    if not enabled:
-        yield
-        return
-    from transformers import DynamicCache
+    stack = ExitStack()
+    if enabled:
+        from transformers import DynamicCache
 
-    from qlora.serving import model_store, running_batch
+        from qlora.serving import model_store, running_batch
 
-    saved = {(model_store, name): getattr(model_store, name)
-             for name in ("contiguous_head_input", "use_grouped_attention")}
-    saved[(running_batch, "growing_cache")] = running_batch.growing_cache
-    for module, name in saved:
-        setattr(module, name, DynamicCache if name == "growing_cache" else (lambda *_args: None))
-    try:
-        yield
-    finally:
-        for (module, name), value in saved.items():
-            setattr(module, name, value)
+        for module, name, replacement in ((model_store, "contiguous_head_input", lambda _model: None),
+                                          (model_store, "use_grouped_attention", lambda _model: None),
+                                          (running_batch, "growing_cache", DynamicCache)):
+            stack.enter_context(mock.patch.object(module, name, replacement))
+    return stack
 
 
 def run_variant(args, quantization: str, compute_dtype: str, undone: bool = False) -> dict:
-    with seed_engine(undone):
-        return _run_variant(args, quantization, compute_dtype)
-
-
-def _run_variant(args, quantization: str, compute_dtype: str) -> dict:
     from qlora.evaluation.config import load_eval_settings
     from qlora.evaluation.metrics import is_refusal, rouge_l
     from qlora.serving.engine import BatchingEngine, GenerationRequest
     from qlora.serving.model_store import ModelStore
 
-    store = ModelStore(args.base, quantization, compute_dtype)
-    store.load_adapter("candidate", str(args.adapter))
-    engine = BatchingEngine(store, args.max_batch_size, 5.0)
-    rows = load_rows(args.eval_data)
-    tokenizer = store.tokenizer
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": r["instruction"]}],
-                                             add_generation_prompt=True, tokenize=False) for r in rows]
-    requests = [GenerationRequest(tokenizer.encode(p, add_special_tokens=False), "candidate", args.max_tokens)
-                for p in prompts]
-    in_flight = threading.Semaphore(args.concurrency)
-    sent, answered = {}, {}
-    started = time.monotonic()
-    for i, request in enumerate(requests):
-        in_flight.acquire()
-        sent[i] = time.monotonic()
-        request.future.add_done_callback(lambda _f, i=i: (answered.__setitem__(i, time.monotonic()),
-                                                          in_flight.release()))
-        engine.submit(request)
-    results = [r.future.result(timeout=3600) for r in requests]
-    wall = max(answered.values()) - started
-    engine.stop()
+    with seed_engine(undone):  # the measures act while the base loads and while the batches run
+        store = ModelStore(args.base, quantization, compute_dtype)
+        store.load_adapter("candidate", str(args.adapter))
+        engine = BatchingEngine(store, args.max_batch_size, 5.0)
+        rows = load_rows(args.eval_data)
+        tokenizer = store.tokenizer
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": r["instruction"]}],
+                                                 add_generation_prompt=True, tokenize=False) for r in rows]
+        requests = [GenerationRequest(tokenizer.encode(p, add_special_tokens=False), "candidate", args.max_tokens)
+                    for p in prompts]
+        in_flight = threading.Semaphore(args.concurrency)
+        sent, answered = {}, {}
+        started = time.monotonic()
+        for i, request in enumerate(requests):
+            in_flight.acquire()
+            sent[i] = time.monotonic()
+            request.future.add_done_callback(lambda _f, i=i: (answered.__setitem__(i, time.monotonic()),
+                                                              in_flight.release()))
+            engine.submit(request)
+        results = [r.future.result(timeout=3600) for r in requests]
+        wall = max(answered.values()) - started
+        engine.stop()
     latency = [answered[i] - sent[i] for i in range(len(requests))]
     phrases = load_eval_settings().all_refusal_phrases
     scored = [rouge_l(r["expected_output"], x.text) for r, x in zip(rows, results)

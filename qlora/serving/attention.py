@@ -27,10 +27,12 @@ def gqa_sdpa_forward(module, query, key, value, attention_mask, dropout: float =
     return out.transpose(1, 2).contiguous(), None
 
 
+# Registered once, with SDPA's own masks: a model selects it by name.
+AttentionInterface.register(GQA_SDPA, gqa_sdpa_forward)
+AttentionMaskInterface.register(GQA_SDPA, sdpa_mask)
+
+
 def use_grouped_attention(model) -> None:
     """Switch a model that runs transformers' SDPA attention to the grouped one (others: unchanged)."""
-    if model.config._attn_implementation != "sdpa":
-        return
-    AttentionInterface.register(GQA_SDPA, gqa_sdpa_forward)
-    AttentionMaskInterface.register(GQA_SDPA, sdpa_mask)
-    model.set_attn_implementation(GQA_SDPA)
+    if model.config._attn_implementation == "sdpa":
+        model.set_attn_implementation(GQA_SDPA)

@@ -35,9 +35,8 @@ def _append(room: torch.Tensor | None, held: torch.Tensor, new: torch.Tensor) ->
 class GrowingLayer(DynamicLayer):
     """A DynamicLayer (same mask sizes, same tensors seen by attention) that appends in place."""
 
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        super().lazy_initialization(key_states, value_states)
-        self._key_room = self._value_room = None
+    _key_room: torch.Tensor | None = None    # the buffers whose fronts are self.keys / self.values
+    _value_room: torch.Tensor | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
